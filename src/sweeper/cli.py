@@ -1,0 +1,182 @@
+"""The ``sweeper`` command line.
+
+``sweeper <command> [hydra overrides]``. Importing this module loads neither torch,
+Lightning nor MLflow; each command imports what it needs when it runs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sweeper import __version__
+from sweeper.errors import SweeperError
+
+DDP_CONFIG_ENV = "SWEEPER_DDP_CONFIG"  # same value as sweeper.training.run.DDP_CONFIG_ENV
+
+USAGE = """\
+usage: sweeper <command> [OVERRIDE ...]
+
+Hyperparameter search for PyTorch Lightning models, configured with Hydra,
+searched with Optuna and recorded in MLflow.
+
+commands:
+  train     train one model (Hydra overrides; -m for a multirun)
+  version   print the version
+
+Every command takes Hydra overrides (KEY=VALUE, GROUP=OPTION) and Hydra's flags:
+  sweeper train --help       config groups and keys
+  sweeper train --cfg job    print the composed config
+  sweeper train model=rnn optimizer=sgd optimizer.lr=0.05 trainer.max_epochs=5
+"""
+
+
+def _fail(message: str) -> int:
+    print(f"sweeper: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _first_line(text: str) -> str:
+    for line in text.strip().splitlines():
+        if line.strip():
+            return line.strip()
+    return text.strip()
+
+
+def explain(exc: BaseException, command: str) -> str:
+    """One line that says which key is wrong and how to fix it."""
+    from hydra.errors import (
+        ConfigCompositionException,
+        MissingConfigException,
+        OverrideParseException,
+    )
+    from omegaconf.errors import OmegaConfBaseException
+
+    text = str(exc)
+    if isinstance(exc, MissingConfigException):
+        missing = re.search(r"Could not find '([^']+)'", text)
+        group = re.search(r"Available options in '([^']+)':\n((?:\t.*\n?)+)", text)
+        if missing and group:
+            name = group.group(1)
+            options = ", ".join(o.strip() for o in group.group(2).splitlines() if o.strip())
+            choice = missing.group(1).split("/", 1)[-1]
+            return f"{name}={choice}: no such option in group '{name}'; choose one of {options}"
+        if missing:
+            return f"config '{missing.group(1)}' not found; see `sweeper {command} --help`"
+        return _first_line(text)
+    if isinstance(exc, ConfigCompositionException):
+        override = re.search(r"Could not override '([^']+)'", text)
+        cause = str(exc.__cause__ or "")
+        if override and "not in struct" in cause:
+            key = override.group(1)
+            return (
+                f"{key}: unknown key; check the spelling against `sweeper {command} --cfg job`, "
+                f"or add a new key with +{key}=<value>"
+            )
+        if override:
+            return f"{override.group(1)}: {_first_line(cause or text)}"
+        delete = re.search(r"Could not delete from config. '([^']+)'", text)
+        if delete:
+            return f"{delete.group(1)}: cannot delete, the key is not in the config"
+        return _first_line(text) + (f" ({_first_line(cause)})" if cause else "")
+    if isinstance(exc, OverrideParseException):
+        return f"cannot parse override: {_first_line(text)}; write KEY=VALUE or GROUP=OPTION"
+    if isinstance(exc, OmegaConfBaseException):
+        key = getattr(exc, "full_key", None)
+        msg = _first_line(text)
+        return f"{key}: {msg}" if key else msg
+    return _first_line(text)
+
+
+def run_hydra(config_name: str, command: str, task: Callable[[Any], Any], argv: Sequence[str]) -> int:
+    """Run ``task`` under Hydra with ``argv`` as Hydra's command line.
+
+    Hydra prints its own multi-line report for composition errors; we ask it to raise
+    instead (``HYDRA_FULL_ERROR``) and print one line.
+    """
+    import hydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from sweeper.paths import conf_dir
+
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    saved_argv = sys.argv
+    sys.argv = [saved_argv[0], *argv]
+    try:
+        main = hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name=config_name)(task)
+        main()
+    except SweeperError as exc:
+        return _fail(str(exc))
+    except (HydraException, OmegaConfBaseException) as exc:
+        inner = exc
+        # Hydra wraps errors raised inside the job; report the user's error, not the wrapper.
+        while isinstance(inner, HydraException) and isinstance(inner.__cause__, SweeperError):
+            inner = inner.__cause__
+        if isinstance(inner, SweeperError):
+            return _fail(str(inner))
+        return _fail(explain(exc, command))
+    except KeyboardInterrupt:
+        print("sweeper: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        sys.argv = saved_argv
+    return 0
+
+
+def _train_task(cfg: Any) -> float | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from sweeper.training import run_training
+
+    runtime = HydraConfig.get().runtime
+    choices = {
+        k: v for k, v in runtime.choices.items() if v is not None and not k.startswith("hydra")
+    }
+    result = run_training(cfg, runtime.output_dir, choices=choices)
+    parts = [f"{result.monitor}={result.best_score:.4f}" if result.best_score is not None else ""]
+    parts += [f"{k}={v:.4f}" for k, v in sorted(result.test_metrics.items()) if k != "test/loss"]
+    where = (
+        f"MLflow run {result.run_id} in {cfg.tracking.uri} (experiment '{cfg.tracking.experiment}')"
+        if result.run_id
+        else f"outputs in {runtime.output_dir}"
+    )
+    print(f"trained {choices.get('model', 'model')} for {result.epochs} epochs in "
+          f"{result.duration_s:.1f}s: {' '.join(p for p in parts if p)}; {where}")
+    return result.best_score
+
+
+def cmd_train(argv: Sequence[str]) -> int:
+    return run_hydra("train", "train", _train_task, argv)
+
+
+COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
+    "train": cmd_train,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    ddp_config = os.environ.get(DDP_CONFIG_ENV)
+    if ddp_config and os.environ.get("LOCAL_RANK", "0") != "0":
+        # A DDP rank that Lightning started by re-running our command line.
+        from sweeper.training.run import run_ddp_child
+
+        run_ddp_child(ddp_config)
+        return 0
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0 if args else 2
+    if args[0] in ("--version", "version"):
+        print(f"sweeper {__version__}")
+        return 0
+    command = COMMANDS.get(args[0])
+    if command is None:
+        return _fail(f"unknown command {args[0]!r}; choose one of {', '.join(COMMANDS)}")
+    try:
+        return command(args[1:])
+    except SweeperError as exc:
+        return _fail(str(exc))

@@ -1,0 +1,96 @@
+"""Checks on the composed training config, run once before anything is built.
+
+Problems name the override key to fix, and all of them are reported at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from sweeper.errors import ConfigError
+
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _positive_int(v: Any) -> bool:
+    return _is_int(v) and v >= 1
+
+
+def _positive_number(v: Any) -> bool:
+    return _is_number(v) and v > 0
+
+
+def _non_negative_number(v: Any) -> bool:
+    return _is_number(v) and v >= 0
+
+
+def _devices(v: Any) -> bool:
+    if v == "auto" or (_is_int(v) and (v >= 1 or v == -1)):
+        return True
+    if isinstance(v, str):
+        return all(part.strip().isdigit() for part in v.split(",") if part.strip()) and v != ""
+    return isinstance(v, list) and len(v) > 0 and all(_is_int(d) and d >= 0 for d in v)
+
+
+# key -> (check, what a valid value looks like, example fix)
+RULES: dict[str, tuple[Callable[[Any], bool], str, str]] = {
+    "seed": (_is_int, "an integer", "seed=0"),
+    "data.batch_size": (_positive_int, "a positive integer", "data.batch_size=64"),
+    "optimizer.lr": (_positive_number, "a positive number", "optimizer.lr=0.001"),
+    "optimizer.weight_decay": (_non_negative_number, "a number >= 0", "optimizer.weight_decay=0"),
+    "trainer.max_epochs": (_positive_int, "a positive integer", "trainer.max_epochs=10"),
+    "trainer.devices": (_devices, "a positive integer, -1, 'auto' or a list of device ids",
+                        "trainer.devices=1"),
+    "trainer.accelerator": (lambda v: v in ACCELERATORS, f"one of {', '.join(ACCELERATORS)}",
+                            "trainer.accelerator=cpu"),
+    "trainer.strategy": (lambda v: isinstance(v, str) and v != "", "a strategy name",
+                         "trainer.strategy=ddp"),
+    "monitor": (lambda v: isinstance(v, str) and "/" in v, "a logged metric such as val/acc",
+                "monitor=val/loss"),
+    "monitor_mode": (lambda v: v in ("min", "max"), "min or max", "monitor_mode=max"),
+    "tracking.enabled": (lambda v: isinstance(v, bool), "true or false", "tracking=none"),
+}
+
+REQUIRED_GROUPS = ("model", "data", "optimizer", "trainer")
+
+
+def validate_train_config(cfg: DictConfig) -> None:
+    """Raise :class:`ConfigError` listing every invalid key of a training config."""
+    problems: list[str] = []
+    for group in REQUIRED_GROUPS:
+        node = cfg.get(group)  # a missing group is what we report, not a default
+        if not isinstance(node, DictConfig) or "_target_" not in node:
+            problems.append(f"{group}: no {group} is selected; choose one with {group}=<option>")
+    for key, (check, wanted, fix) in RULES.items():
+        try:
+            value = OmegaConf.select(cfg, key, throw_on_missing=True)
+        except OmegaConfBaseException as exc:
+            problems.append(f"{key}: cannot resolve ({exc}); set it explicitly, e.g. {fix}")
+            continue
+        if value is None and key.startswith("optimizer.weight_decay"):
+            continue
+        if not check(value):
+            problems.append(f"{key} must be {wanted}, got {value!r}; e.g. {fix}")
+    tracking = cfg.get("tracking")
+    if isinstance(tracking, DictConfig) and tracking.get("enabled"):
+        for key in ("uri", "experiment"):
+            value = tracking.get(key)
+            if not isinstance(value, str) or not value:
+                problems.append(
+                    f"tracking.{key} must be a non-empty string, got {value!r}; "
+                    "set it or turn tracking off with tracking=none"
+                )
+    if problems:
+        raise ConfigError(problems)

@@ -1,0 +1,76 @@
+"""Recurrent network that reads an image row by row as a sequence."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from sweeper.models._base import Backbone
+
+CELLS: dict[str, type[nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+
+
+class RNN(Backbone):
+    """LSTM/GRU/Elman classifier over image rows.
+
+    An image ``(C, H, W)`` becomes a sequence of ``H`` steps of ``C * W`` features; the
+    final hidden state of the last layer (both directions when bidirectional) feeds a
+    linear head.
+
+    Args:
+        input_shape: ``(channels, height, width)`` of one image.
+        num_classes: number of output logits.
+        cell: ``lstm``, ``gru`` or ``rnn``.
+        hidden_size: features in the hidden state.
+        num_layers: stacked recurrent layers.
+        bidirectional: also read the rows bottom to top.
+        dropout: dropout between stacked layers (needs ``num_layers > 1``).
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        num_classes: int,
+        cell: str = "lstm",
+        hidden_size: int = 64,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__(input_shape, num_classes)
+        if cell not in CELLS:
+            raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {cell!r}")
+        if hidden_size < 1 or num_layers < 1:
+            raise ValueError("hidden_size and num_layers must be >= 1")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self._record(
+            cell=cell,
+            hidden_size=hidden_size,
+            num_layers=num_layers,
+            bidirectional=bidirectional,
+            dropout=dropout,
+        )
+        channels, _, width = self.input_shape
+        self.rnn = CELLS[cell](
+            input_size=channels * width,
+            hidden_size=hidden_size,
+            num_layers=num_layers,
+            batch_first=True,
+            bidirectional=bidirectional,
+            dropout=dropout if num_layers > 1 else 0.0,
+        )
+        directions = 2 if bidirectional else 1
+        self.head = nn.Linear(hidden_size * directions, self.num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        seq = x.permute(0, 2, 1, 3).reshape(n, h, c * w)
+        _, hidden = self.rnn(seq)
+        if isinstance(hidden, tuple):  # LSTM returns (h_n, c_n)
+            hidden = hidden[0]
+        directions = 2 if self.rnn.bidirectional else 1
+        last = hidden[-directions:]  # last layer, every direction: (directions, N, hidden)
+        return self.head(last.permute(1, 0, 2).reshape(n, -1))

@@ -1,0 +1,262 @@
+"""One training run: build data, model and trainer from the config, fit, test, record.
+
+This is the only place where the config becomes objects. ``sweeper train`` calls it
+once per Hydra job; a sweep calls it once per trial.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+from sweeper.config import validate_train_config
+from sweeper.errors import ConfigError, SweeperError
+
+log = logging.getLogger(__name__)
+
+# Set by the rank-0 process of a DDP run; Lightning re-runs the command line in the other
+# ranks, and the CLI sees this variable there and trains this exact config instead.
+DDP_CONFIG_ENV = "SWEEPER_DDP_CONFIG"
+
+_NOISY_WARNINGS = (
+    r".*does not have many workers.*",
+    r".*The number of training batches.*is smaller than the logging interval.*",
+    r".*Checkpoint directory .* exists and is not empty.*",
+    r".*that has `shuffle=True`.*",
+    r".*is an instance of `nn.Module` and is already saved.*",
+)
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced."""
+
+    run_id: str | None
+    monitor: str
+    best_score: float | None
+    best_checkpoint: str | None
+    epochs: int
+    test_metrics: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    duration_s: float = 0.0
+
+
+def _is_rank_zero() -> bool:
+    return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+
+
+def _instantiate(node: DictConfig, group: str, **kwargs: Any) -> Any:
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(node, _convert_="all", **kwargs)
+    except InstantiationException as exc:
+        cause = exc.__cause__ or exc
+        msg = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        raise ConfigError(f"{group}: {msg}; check the {group}.* keys (sweeper train --cfg job)") from exc
+
+
+def family(cfg: DictConfig) -> str:
+    """Model family, e.g. ``cnn`` for ``sweeper.models.CNN``."""
+    return str(cfg.model._target_).rsplit(".", 1)[-1].lower()
+
+
+def resolved(cfg: DictConfig) -> dict[str, Any]:
+    """The config as plain data with every interpolation resolved (Hydra's own node dropped)."""
+    data = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    assert isinstance(data, dict)
+    data.pop("hydra", None)
+    return data
+
+
+def build_datamodule(cfg: DictConfig) -> Any:
+    return _instantiate(cfg.data, "data")
+
+
+def build_module(cfg: DictConfig, input_shape: Sequence[int], num_classes: int) -> Any:
+    from sweeper.models import Classifier
+
+    net = _instantiate(cfg.model, "model", input_shape=list(input_shape), num_classes=num_classes)
+    optimizer = _instantiate(cfg.optimizer, "optimizer")
+    scheduler = _instantiate(cfg.scheduler, "scheduler") if "_target_" in cfg.scheduler else None
+    return Classifier(net=net, optimizer=optimizer, scheduler=scheduler)
+
+
+def run_training(
+    cfg: DictConfig,
+    output_dir: str | Path,
+    choices: Mapping[str, str] | None = None,
+    callbacks: Sequence[Any] = (),
+    parent_run_id: str | None = None,
+    run_name: str | None = None,
+    tags: Mapping[str, Any] | None = None,
+    track: bool = True,
+) -> TrainResult:
+    """Train, test and record one model described by a composed training config.
+
+    Args:
+        cfg: a config composed from ``conf/train.yaml`` (plus overrides).
+        output_dir: where the checkpoint and the resolved config are written.
+        choices: the config-group choices (``model: cnn`` …), recorded as run params.
+        callbacks: extra Lightning callbacks (a sweep adds its pruning callback here).
+        parent_run_id: MLflow run to nest this run under.
+        run_name, tags: MLflow run name and extra tags.
+        track: set False to skip MLflow even when ``tracking.enabled`` is true.
+
+    A run that raises is ended FAILED in MLflow (KILLED on Ctrl-C) before the error
+    propagates, so no run is left RUNNING.
+    """
+    validate_train_config(cfg)
+    output_dir = Path(output_dir).resolve()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    plain = resolved(cfg)
+    (output_dir / "config.yaml").write_text(yaml.safe_dump(plain, sort_keys=False))
+
+    # torch and Lightning load here, not at import time, to keep the CLI quick.
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    for pattern in _NOISY_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = build_datamodule(cfg)
+    datamodule.prepare_data()  # missing files fail here, before a run is created
+    module = build_module(cfg, datamodule.input_shape, datamodule.num_classes)
+
+    tracker = run_id = None
+    if track and cfg.tracking.enabled and _is_rank_zero():
+        from sweeper.tracking.mlflow import MlflowLogger, MlflowTracker, git_commit
+        from sweeper.tracking.params import flatten
+
+        tracker = MlflowTracker(cfg.tracking.uri, cfg.tracking.experiment)
+        name = run_name or cfg.tracking.run_name or f"{family(cfg)}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_tags = {
+            "model_family": family(cfg),
+            "mlflow.source.git.commit": git_commit(),
+            "mlflow.source.name": "sweeper train",
+            "output_dir": str(output_dir),
+            **(tags or {}),
+        }
+        run_id = tracker.start_run(name, run_tags, parent_run_id)
+
+    started = time.perf_counter()
+    status = "FAILED"
+    previous_env = os.environ.get(DDP_CONFIG_ENV)
+    try:
+        if tracker is not None and run_id is not None:
+            params = {**{k: v for k, v in (choices or {}).items()}, **flatten(plain)}
+            params["model.num_parameters"] = sum(p.numel() for p in module.parameters())
+            tracker.log_params(run_id, params)
+        checkpoint = ModelCheckpoint(
+            dirpath=output_dir / "checkpoints",
+            filename="best",
+            monitor=cfg.monitor,
+            mode=cfg.monitor_mode,
+            save_top_k=1,
+            enable_version_counter=False,
+        ) if cfg.checkpoint else None
+        trainer_callbacks = [*callbacks, *([checkpoint] if checkpoint else [])]
+        logger = MlflowLogger(tracker, run_id) if tracker is not None and run_id else False
+        trainer: pl.Trainer = _instantiate(
+            cfg.trainer,
+            "trainer",
+            logger=logger,
+            callbacks=trainer_callbacks,
+            enable_checkpointing=checkpoint is not None,
+            enable_progress_bar=bool(cfg.progress_bar),
+            enable_model_summary=False,
+            use_distributed_sampler=False,  # the data modules shard batches themselves
+            default_root_dir=str(output_dir),
+        )
+        if trainer.world_size > 1 and _is_rank_zero():
+            ddp_file = output_dir / "ddp_config.yaml"
+            ddp_file.write_text(
+                yaml.safe_dump({"cfg": plain, "output_dir": str(output_dir)}, sort_keys=False)
+            )
+            os.environ[DDP_CONFIG_ENV] = str(ddp_file)
+        trainer.fit(module, datamodule=datamodule)
+        if trainer.interrupted:
+            raise KeyboardInterrupt
+        fit_metrics = _scalars(trainer.callback_metrics)
+        best_path = checkpoint.best_model_path if checkpoint else None
+        best_score = (
+            float(checkpoint.best_model_score)
+            if checkpoint is not None and checkpoint.best_model_score is not None
+            else fit_metrics.get(cfg.monitor)
+        )
+        test_metrics: dict[str, float] = {}
+        if cfg.test:
+            trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
+            test_metrics = {
+                k: v for k, v in _scalars(trainer.callback_metrics).items() if k.startswith("test/")
+            }
+        epochs = trainer.current_epoch
+        if tracker is not None and run_id is not None:
+            summary = {**test_metrics}
+            if best_score is not None and math.isfinite(best_score):
+                summary[f"best/{cfg.monitor}"] = best_score
+            tracker.log_metrics(run_id, summary, step=epochs, synchronous=True)
+            tracker.log_artifact(run_id, output_dir / "config.yaml")
+            if best_path and cfg.tracking.log_checkpoint:
+                tracker.log_artifact(run_id, best_path, "checkpoints")
+        status = "FINISHED"
+        return TrainResult(
+            run_id=run_id,
+            monitor=cfg.monitor,
+            best_score=best_score,
+            best_checkpoint=best_path,
+            epochs=epochs,
+            test_metrics=test_metrics,
+            metrics=fit_metrics,
+            duration_s=time.perf_counter() - started,
+        )
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    except SweeperError as exc:
+        if tracker is not None and run_id is not None:
+            tracker.set_tags(run_id, {"failure_reason": str(exc)[:5000]})
+        raise
+    except Exception as exc:
+        if tracker is not None and run_id is not None:
+            tracker.set_tags(run_id, {"failure_reason": f"{type(exc).__name__}: {exc}"[:5000]})
+        raise
+    finally:
+        if previous_env is None:
+            os.environ.pop(DDP_CONFIG_ENV, None)
+        else:
+            os.environ[DDP_CONFIG_ENV] = previous_env
+        if tracker is not None and run_id is not None:
+            tracker.end_run(run_id, status)
+
+
+def _scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
+    out = {}
+    for key, value in metrics.items():
+        try:
+            out[key] = float(value)
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+def run_ddp_child(config_file: str | Path) -> None:
+    """Entry point of a non-zero DDP rank: train the config rank 0 wrote, without tracking."""
+    data = yaml.safe_load(Path(config_file).read_text())
+    cfg = OmegaConf.create(data["cfg"])
+    cfg.progress_bar = False
+    run_training(cfg, data["output_dir"], track=False)
