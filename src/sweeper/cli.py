@@ -6,6 +6,7 @@ Lightning nor MLflow; each command imports what it needs when it runs.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sys
@@ -91,6 +92,29 @@ def explain(exc: BaseException, command: str) -> str:
     return _first_line(text)
 
 
+class _UserError(SystemExit):
+    """Carries a :class:`SweeperError` out of a Hydra job.
+
+    Hydra reports an ``Exception`` from a job with lines of its own before re-raising;
+    a ``SystemExit`` passes through untouched, so the CLI prints just our line.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(2)
+        self.message = message
+
+
+def _guard(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    @functools.wraps(task)
+    def job(cfg: Any) -> Any:
+        try:
+            return task(cfg)
+        except SweeperError as exc:
+            raise _UserError(str(exc)) from exc
+
+    return job
+
+
 def run_hydra(config_name: str, command: str, task: Callable[[Any], Any], argv: Sequence[str]) -> int:
     """Run ``task`` under Hydra with ``argv`` as Hydra's command line.
 
@@ -107,17 +131,13 @@ def run_hydra(config_name: str, command: str, task: Callable[[Any], Any], argv: 
     saved_argv = sys.argv
     sys.argv = [saved_argv[0], *argv]
     try:
-        main = hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name=config_name)(task)
-        main()
+        main = hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name=config_name)
+        main(_guard(task))()
+    except _UserError as exc:
+        return _fail(exc.message)
     except SweeperError as exc:
         return _fail(str(exc))
     except (HydraException, OmegaConfBaseException) as exc:
-        inner = exc
-        # Hydra wraps errors raised inside the job; report the user's error, not the wrapper.
-        while isinstance(inner, HydraException) and isinstance(inner.__cause__, SweeperError):
-            inner = inner.__cause__
-        if isinstance(inner, SweeperError):
-            return _fail(str(inner))
         return _fail(explain(exc, command))
     except KeyboardInterrupt:
         print("sweeper: interrupted", file=sys.stderr)

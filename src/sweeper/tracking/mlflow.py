@@ -53,13 +53,16 @@ class MlflowTracker:
         from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
 
+        # MLflow logs schema migrations of a new store at INFO; they are noise to our users.
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+        logging.getLogger("alembic").setLevel(logging.WARNING)
         self.uri = uri
         self._mlflow = mlflow
         try:
             self.client = MlflowClient(tracking_uri=uri)
             self.experiment_id = self._experiment_id(experiment)
         except MlflowException as exc:
-            first = str(exc).strip().splitlines()[0]
+            first = str(exc).strip().splitlines()[0].split(". ")[0]
             raise SweeperError(
                 f"tracking.uri: cannot open MLflow store {uri!r}: {first}; "
                 "fix tracking.uri or turn tracking off with tracking=none"

@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
+import sys
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -34,6 +36,7 @@ _NOISY_WARNINGS = (
     r".*Checkpoint directory .* exists and is not empty.*",
     r".*that has `shuffle=True`.*",
     r".*is an instance of `nn.Module` and is already saved.*",
+    r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",
 )
 
 
@@ -123,12 +126,12 @@ def run_training(
     plain = resolved(cfg)
     (output_dir / "config.yaml").write_text(yaml.safe_dump(plain, sort_keys=False))
 
+    for pattern in _NOISY_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
     # torch and Lightning load here, not at import time, to keep the CLI quick.
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import ModelCheckpoint
 
-    for pattern in _NOISY_WARNINGS:
-        warnings.filterwarnings("ignore", message=pattern)
     logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
 
@@ -177,7 +180,7 @@ def run_training(
             logger=logger,
             callbacks=trainer_callbacks,
             enable_checkpointing=checkpoint is not None,
-            enable_progress_bar=bool(cfg.progress_bar),
+            enable_progress_bar=bool(cfg.progress_bar) and sys.stderr.isatty(),
             enable_model_summary=False,
             use_distributed_sampler=False,  # the data modules shard batches themselves
             default_root_dir=str(output_dir),
@@ -227,6 +230,12 @@ def run_training(
     except KeyboardInterrupt:
         status = "KILLED"
         raise
+    except SystemExit as exc:
+        # Lightning turns Ctrl-C into sys.exit(1) after its own clean-up (and ignores
+        # further Ctrl-C); report it as the interrupt it was.
+        status = "KILLED"
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        raise KeyboardInterrupt from exc
     except SweeperError as exc:
         if tracker is not None and run_id is not None:
             tracker.set_tags(run_id, {"failure_reason": str(exc)[:5000]})

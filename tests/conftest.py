@@ -1,0 +1,80 @@
+"""Shared fixtures: the real config, composed once per test and shrunk to run in seconds.
+
+Every test writes under its own ``tmp_path``: MLflow store, outputs and data files.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+from sweeper.paths import conf_dir
+
+REPO = Path(__file__).resolve().parents[1]
+
+FAST = [
+    "trainer.accelerator=cpu",
+    "trainer.max_epochs=2",
+    "progress_bar=false",
+]
+
+
+def compose_train(overrides: Sequence[str] = (), config_name: str = "train") -> DictConfig:
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        return compose(config_name=config_name, overrides=list(overrides))
+
+
+@pytest.fixture
+def tracking_uri(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path, tracking_uri: str) -> Callable[..., DictConfig]:
+    """Compose ``conf/train.yaml`` with overrides, on CPU, 2 epochs, tracking in tmp_path."""
+
+    def make(*overrides: str) -> DictConfig:
+        cfg = compose_train([*FAST, f"tracking.uri={tracking_uri}", *overrides])
+        with open_dict(cfg):
+            cfg.pop("hydra", None)
+        return cfg
+
+    return make
+
+
+@pytest.fixture
+def run_cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run ``python -m sweeper ARGS`` in ``tmp_path`` (a fresh working directory)."""
+
+    def run(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+        env.pop("SWEEPER_DDP_CONFIG", None)
+        return subprocess.run(
+            [sys.executable, "-m", "sweeper", *args],
+            cwd=cwd or tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    return run
+
+
+def mlflow_runs(uri: str, experiment: str = "sweeper") -> list:
+    """All runs of an experiment, oldest first."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    return sorted(runs, key=lambda r: r.info.start_time)
