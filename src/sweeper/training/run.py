@@ -66,7 +66,7 @@ def _instantiate(node: DictConfig, group: str, **kwargs: Any) -> Any:
         return instantiate(node, _convert_="all", **kwargs)
     except InstantiationException as exc:
         cause = exc.__cause__ or exc
-        msg = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        msg = " ".join(str(cause).split())[:300] or type(cause).__name__
         raise ConfigError(f"{group}: {msg}; check the {group}.* keys (sweeper train --cfg job)") from exc
 
 
