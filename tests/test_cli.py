@@ -125,16 +125,17 @@ def test_ctrl_c_ends_the_run_killed_not_running(tmp_path):
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     uri = _uri(tmp_path)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if _has_metric(tmp_path / "mlflow.db", "val/acc"):
-            break
-        time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("training never started")
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not _has_metric(tmp_path / "mlflow.db", "val/acc"):
+            time.sleep(0.5)
+        assert _has_metric(tmp_path / "mlflow.db", "val/acc"), "training never started"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     assert proc.returncode == 130, err
     (run,) = mlflow_runs(uri)
     assert run.info.status == "KILLED"

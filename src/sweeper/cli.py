@@ -26,12 +26,15 @@ searched with Optuna and recorded in MLflow.
 
 commands:
   train     train one model (Hydra overrides; -m for a multirun)
+  sweep     run or resume an Optuna search; every trial is recorded in MLflow
   version   print the version
 
 Every command takes Hydra overrides (KEY=VALUE, GROUP=OPTION) and Hydra's flags:
   sweeper train --help       config groups and keys
   sweeper train --cfg job    print the composed config
   sweeper train model=rnn optimizer=sgd optimizer.lr=0.05 trainer.max_epochs=5
+  sweeper sweep search.n_trials=40 search.sampler=random search.pruner=none
+  sweeper sweep experiment=digits_cnn search.workers=2
 """
 
 
@@ -173,8 +176,37 @@ def cmd_train(argv: Sequence[str]) -> int:
     return run_hydra("train", "train", _train_task, argv)
 
 
+def _sweep_task(cfg: Any) -> int:
+    from hydra.core.hydra_config import HydraConfig
+
+    from sweeper.search.sweep import run_sweep
+
+    hc = HydraConfig.get()
+    if hc.mode is not None and hc.mode.name == "MULTIRUN":
+        raise SweeperError("sweeper sweep runs its own study; drop -m/--multirun")
+    choices = {k: v for k, v in hc.runtime.choices.items() if v is not None and not k.startswith("hydra")}
+    code = run_sweep(cfg, choices, list(hc.overrides.task))
+    if code:
+        raise SystemExit(code)
+    return code
+
+
+def cmd_sweep(argv: Sequence[str]) -> int:
+    return run_hydra("sweep", "sweep", _sweep_task, argv)
+
+
+def cmd_worker(argv: Sequence[str]) -> int:
+    """Internal: one worker process of a sweep (started by ``sweeper sweep``)."""
+    from sweeper.search.worker import worker_main
+
+    plan_file, index = argv
+    return worker_main(plan_file, int(index))
+
+
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "train": cmd_train,
+    "sweep": cmd_sweep,
+    "_worker": cmd_worker,
 }
 
 
@@ -195,7 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     command = COMMANDS.get(args[0])
     if command is None:
-        return _fail(f"unknown command {args[0]!r}; choose one of {', '.join(COMMANDS)}")
+        public = [name for name in COMMANDS if not name.startswith("_")]
+        return _fail(f"unknown command {args[0]!r}; choose one of {', '.join(public)}")
     try:
         return command(args[1:])
     except SweeperError as exc:

@@ -81,6 +81,7 @@ class Classifier(pl.LightningModule):
             logger=False,
         )
         num_classes = net.num_classes
+        self.diverged: str | None = None
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_metrics = _metrics(num_classes, "val/")
         self.test_metrics = _metrics(num_classes, "test/")
@@ -113,12 +114,20 @@ class Classifier(pl.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         # Checked once per epoch, on the synced mean, so no step pays for a device sync.
+        # Stopping through should_stop (not an exception) lets DDP ranks leave together;
+        # ``check_diverged`` raises after fit.
         loss = self.trainer.callback_metrics.get("train/loss")
         if loss is not None and not torch.isfinite(loss):
-            raise DivergedError(
+            self.diverged = (
                 f"training diverged: train/loss is {loss.item()} at epoch {self.current_epoch}; "
                 "lower optimizer.lr or add gradient clipping (trainer.gradient_clip_val=1.0)"
             )
+            self.trainer.should_stop = True
+
+    def check_diverged(self) -> None:
+        """Raise :class:`DivergedError` if the last ``fit`` stopped on a non-finite loss."""
+        if self.diverged:
+            raise DivergedError(self.diverged)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch

@@ -143,6 +143,41 @@ class MlflowTracker:
             self.client.set_terminated(run_id, status=status)
 
 
+def register_model(uri: str, run_id: str, checkpoint: str | Path, name: str) -> str:
+    """Log the classifier in ``checkpoint`` as an MLflow PyTorch model of ``run_id`` and
+    register it as a new version of model ``name``; returns the version."""
+    import mlflow
+    import mlflow.pytorch
+    import numpy as np
+    import pytorch_lightning as pl
+    import torch
+    import torchmetrics
+
+    from sweeper import __version__
+    from sweeper.models import Classifier
+
+    model = Classifier.load_from_checkpoint(str(checkpoint), map_location="cpu").eval()
+    example = np.zeros((1, *model.net.input_shape), dtype=np.float32)
+    requirements = [
+        f"torch=={torch.__version__.split('+')[0]}",
+        f"pytorch-lightning=={pl.__version__}",
+        f"torchmetrics=={torchmetrics.__version__}",
+        f"sweeper=={__version__}",
+    ]
+    mlflow.set_tracking_uri(uri)
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.pytorch.log_model(
+            model,
+            name="model",
+            registered_model_name=name,
+            pip_requirements=requirements,
+            input_example=example,
+            await_registration_for=60,
+            serialization_format="pickle",
+        )
+    return str(info.registered_model_version)
+
+
 class MlflowLogger(Logger):
     """Lightning logger that sends epoch metrics to an existing MLflow run.
 

@@ -13,7 +13,7 @@ import signal
 import sys
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,17 @@ class TrainResult:
     test_metrics: dict[str, float] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     duration_s: float = 0.0
+    num_parameters: int = 0
+    pruned: bool = False
+    prune_reason: str | None = None
+
+
+def quiet_lightning() -> None:
+    """Silence Lightning's start-up banner and warnings that do not apply to our loaders."""
+    for pattern in _NOISY_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
 
 
 def _is_rank_zero() -> bool:
@@ -105,6 +116,7 @@ def run_training(
     run_name: str | None = None,
     tags: Mapping[str, Any] | None = None,
     track: bool = True,
+    run_started: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Train, test and record one model described by a composed training config.
 
@@ -116,6 +128,11 @@ def run_training(
         parent_run_id: MLflow run to nest this run under.
         run_name, tags: MLflow run name and extra tags.
         track: set False to skip MLflow even when ``tracking.enabled`` is true.
+        run_started: called with the MLflow run id as soon as the run exists.
+
+    A callback with a true ``pruned`` attribute after ``fit`` (the sweep's pruning
+    callback) marks the run PRUNED: it is not tested, and ``TrainResult.pruned`` is set.
+    The MLflow run gets a ``state`` tag: COMPLETE, PRUNED or FAILED.
 
     A run that raises is ended FAILED in MLflow (KILLED on Ctrl-C) before the error
     propagates, so no run is left RUNNING.
@@ -126,14 +143,10 @@ def run_training(
     plain = resolved(cfg)
     (output_dir / "config.yaml").write_text(yaml.safe_dump(plain, sort_keys=False))
 
-    for pattern in _NOISY_WARNINGS:
-        warnings.filterwarnings("ignore", message=pattern)
+    quiet_lightning()
     # torch and Lightning load here, not at import time, to keep the CLI quick.
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import ModelCheckpoint
-
-    logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
@@ -155,14 +168,17 @@ def run_training(
             **(tags or {}),
         }
         run_id = tracker.start_run(name, run_tags, parent_run_id)
+        if run_started is not None:
+            run_started(run_id)
 
     started = time.perf_counter()
     status = "FAILED"
+    num_parameters = sum(p.numel() for p in module.parameters())
     previous_env = os.environ.get(DDP_CONFIG_ENV)
     try:
         if tracker is not None and run_id is not None:
             params = {**{k: v for k, v in (choices or {}).items()}, **flatten(plain)}
-            params["model.num_parameters"] = sum(p.numel() for p in module.parameters())
+            params["model.num_parameters"] = num_parameters
             tracker.log_params(run_id, params)
         checkpoint = ModelCheckpoint(
             dirpath=output_dir / "checkpoints",
@@ -187,13 +203,18 @@ def run_training(
         )
         if trainer.world_size > 1 and _is_rank_zero():
             ddp_file = output_dir / "ddp_config.yaml"
-            ddp_file.write_text(
-                yaml.safe_dump({"cfg": plain, "output_dir": str(output_dir)}, sort_keys=False)
-            )
+            monitors = [getattr(cb, "monitor", None) for cb in callbacks if hasattr(cb, "pruned")]
+            ddp_file.write_text(yaml.safe_dump(
+                {"cfg": plain, "output_dir": str(output_dir),
+                 "prune_monitor": monitors[0] if monitors else None},
+                sort_keys=False,
+            ))
             os.environ[DDP_CONFIG_ENV] = str(ddp_file)
         trainer.fit(module, datamodule=datamodule)
         if trainer.interrupted:
             raise KeyboardInterrupt
+        module.check_diverged()
+        pruner = next((cb for cb in callbacks if getattr(cb, "pruned", False)), None)
         fit_metrics = _scalars(trainer.callback_metrics)
         best_path = checkpoint.best_model_path if checkpoint else None
         best_score = (
@@ -202,7 +223,7 @@ def run_training(
             else fit_metrics.get(cfg.monitor)
         )
         test_metrics: dict[str, float] = {}
-        if cfg.test:
+        if cfg.test and pruner is None:
             trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
             test_metrics = {
                 k: v for k, v in _scalars(trainer.callback_metrics).items() if k.startswith("test/")
@@ -216,6 +237,11 @@ def run_training(
             tracker.log_artifact(run_id, output_dir / "config.yaml")
             if best_path and cfg.tracking.log_checkpoint:
                 tracker.log_artifact(run_id, best_path, "checkpoints")
+            tracker.set_tags(run_id, {
+                "state": "PRUNED" if pruner is not None else "COMPLETE",
+                "prune_reason": getattr(pruner, "reason", None),
+                "epochs": epochs,
+            })
         status = "FINISHED"
         return TrainResult(
             run_id=run_id,
@@ -226,23 +252,32 @@ def run_training(
             test_metrics=test_metrics,
             metrics=fit_metrics,
             duration_s=time.perf_counter() - started,
+            num_parameters=num_parameters,
+            pruned=pruner is not None,
+            prune_reason=getattr(pruner, "reason", None),
         )
     except KeyboardInterrupt:
         status = "KILLED"
+        if tracker is not None and run_id is not None:
+            tracker.set_tags(run_id, {"state": "FAILED", "failure_reason": "interrupted (Ctrl-C)"})
         raise
     except SystemExit as exc:
         # Lightning turns Ctrl-C into sys.exit(1) after its own clean-up (and ignores
         # further Ctrl-C); report it as the interrupt it was.
         status = "KILLED"
+        if tracker is not None and run_id is not None:
+            tracker.set_tags(run_id, {"state": "FAILED", "failure_reason": "interrupted (Ctrl-C)"})
         signal.signal(signal.SIGINT, signal.default_int_handler)
         raise KeyboardInterrupt from exc
     except SweeperError as exc:
         if tracker is not None and run_id is not None:
-            tracker.set_tags(run_id, {"failure_reason": str(exc)[:5000]})
+            tracker.set_tags(run_id, {"state": "FAILED", "failure_reason": str(exc)[:5000]})
         raise
     except Exception as exc:
         if tracker is not None and run_id is not None:
-            tracker.set_tags(run_id, {"failure_reason": f"{type(exc).__name__}: {exc}"[:5000]})
+            tracker.set_tags(
+                run_id, {"state": "FAILED", "failure_reason": f"{type(exc).__name__}: {exc}"[:5000]}
+            )
         raise
     finally:
         if previous_env is None:
@@ -264,8 +299,22 @@ def _scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 
 def run_ddp_child(config_file: str | Path) -> None:
-    """Entry point of a non-zero DDP rank: train the config rank 0 wrote, without tracking."""
+    """Entry point of a non-zero DDP rank: train the config rank 0 wrote, without tracking.
+
+    When the run is part of a sweep, this rank gets a pruning callback without a trial:
+    it takes part in rank 0's broadcast of each pruning decision. Errors that rank 0
+    reports itself (divergence, bad config) end this rank quietly, so Lightning does
+    not tear the group down before rank 0 has recorded them.
+    """
     data = yaml.safe_load(Path(config_file).read_text())
     cfg = OmegaConf.create(data["cfg"])
     cfg.progress_bar = False
-    run_training(cfg, data["output_dir"], track=False)
+    callbacks = []
+    if data.get("prune_monitor"):
+        from sweeper.search.pruning import PruningCallback
+
+        callbacks.append(PruningCallback(None, data["prune_monitor"]))
+    try:
+        run_training(cfg, data["output_dir"], track=False, callbacks=callbacks)
+    except SweeperError:
+        pass

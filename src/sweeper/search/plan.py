@@ -1,0 +1,42 @@
+"""What every worker of a sweep needs to know, written once as JSON by the coordinator."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from sweeper.search.settings import SearchSettings
+
+TRIAL_METRICS = ("val/acc", "val/loss", "val/f1", "train/loss", "train/acc")
+STATIC_METRICS = ("model/num_parameters",)
+
+
+@dataclass
+class SweepPlan:
+    study_name: str
+    storage: str
+    study_dir: str
+    overrides: list[str]
+    choices: dict[str, str]
+    settings: dict[str, Any]
+    parent_run_id: str | None = None
+    tracking_enabled: bool = True
+    started_at: float = 0.0
+    deadline: float | None = None
+    threads: int = 1
+
+    @property
+    def search(self) -> SearchSettings:
+        data = dict(self.settings)
+        data["metrics"] = tuple(data["metrics"])
+        data["directions"] = tuple(data["directions"])
+        return SearchSettings(**data)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, path: str | Path) -> SweepPlan:
+        return cls(**json.loads(Path(path).read_text()))

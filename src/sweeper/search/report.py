@@ -1,0 +1,123 @@
+"""Text output of a sweep: the live progress line and the tables at the end."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from sweeper.search.trials import counts
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A plain fixed-width table."""
+    cells = [[_fmt(v) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
+    return "\n".join(out)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
+            return f"{value:.3g}"
+        return f"{value:.4f}"
+    return str(value)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+class Progress:
+    """One status line: done / pruned / failed, best so far, ETA.
+
+    Redrawn in place on a terminal; elsewhere a new line is printed when it changes.
+    """
+
+    def __init__(self, study_name: str, n_trials: int, workers: int, metric: str, stream: TextIO = sys.stderr) -> None:
+        self.study_name = study_name
+        self.n_trials = n_trials
+        self.workers = workers
+        self.metric = metric
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.started = time.time()
+        self._last = ""
+        self._done_at_start: int | None = None
+
+    def update(self, study: Any) -> None:
+        trials = study.get_trials(deepcopy=False)
+        c = counts(trials)
+        if self._done_at_start is None:
+            self._done_at_start = c["DONE"]
+        best = ""
+        try:
+            if len(study.directions) == 1 and c["COMPLETE"]:
+                bt = study.best_trial
+                best = f" | best {self.metric}={bt.value:.4f} (#{bt.number})"
+        except ValueError:
+            pass
+        eta = ""
+        new_done = c["DONE"] - self._done_at_start
+        if new_done > 0:
+            remaining = max(0, self.n_trials - c["DONE"])
+            per_trial = (time.time() - self.started) / new_done
+            eta = f" | ETA {_duration(remaining * per_trial)}"
+        state = (
+            f"[{self.study_name}] {min(c['DONE'], self.n_trials)}/{self.n_trials} done "
+            f"({c['PRUNED']} pruned, {c['FAIL']} failed, {c['RUNNING']} running){best}"
+        )
+        line = state + eta
+        # On a terminal the line (and its ETA) is redrawn; a log only gets a line per change.
+        if (line if self.tty else state) == self._last:
+            return
+        self._last = line if self.tty else state
+        if self.tty:
+            self.stream.write("\r\033[K" + line)
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty and self._last:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def trials_table(study: Any, metrics: Sequence[str], param_keys: Sequence[str], limit: int = 10) -> str:
+    """Best trials first: number, state, metric(s), epochs, duration, params."""
+    from optuna.trial import TrialState
+
+    trials = [t for t in study.get_trials(deepcopy=False) if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    directions = [d.name.lower() for d in study.directions]
+
+    def key(t: Any) -> tuple:
+        complete = t.state == TrialState.COMPLETE
+        value = t.values[0] if complete and t.values else (
+            t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None
+        )
+        sign = -1 if directions[0] == "maximize" else 1
+        return (not complete, sign * value if value is not None else float("inf"))
+
+    rows = []
+    for t in sorted(trials, key=key)[:limit]:
+        values = list(t.values) if t.values else [None] * len(metrics)
+        rows.append([
+            t.number, t.state.name, *values, t.user_attrs.get("epochs"),
+            _duration(t.user_attrs.get("duration_s", 0)),
+            *[t.params.get(k) for k in param_keys],
+        ])  # fmt: skip
+    return table(["#", "state", *metrics, "epochs", "time", *param_keys], rows)

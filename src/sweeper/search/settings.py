@@ -1,0 +1,132 @@
+"""Typed settings of a sweep (the ``search.*`` keys), validated once, up front."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from sweeper.errors import ConfigError
+
+DIRECTIONS = ("maximize", "minimize")
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """What ``sweeper sweep`` reads from ``search.*`` (sampler and pruner are groups)."""
+
+    n_trials: int = 20
+    timeout: float | None = None
+    metrics: tuple[str, ...] = ("val/acc",)
+    directions: tuple[str, ...] = ("maximize",)
+    study_name: str = "sweep"
+    storage: str | None = None
+    workers: int = 1
+    seed: int | None = 0
+    max_failure_rate: float = 0.5
+    retries: int = 1
+    force: bool = False
+    register_model: bool = True
+    sampler_name: str = "tpe"
+    pruner_name: str = "median"
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.metrics) > 1
+
+
+def _as_tuple(value: Any) -> tuple[Any, ...]:
+    if isinstance(value, (list, tuple)):
+        return tuple(value)
+    return (value,)
+
+
+def parse_settings(search: DictConfig, choices: dict[str, str] | None = None) -> SearchSettings:
+    """Check every ``search.*`` key and build :class:`SearchSettings`; all problems at once."""
+    problems: list[str] = []
+    raw = OmegaConf.to_container(search, resolve=True)
+    assert isinstance(raw, dict)
+    known = {
+        "n_trials", "timeout", "metric", "direction", "study_name", "storage", "workers", "seed",
+        "max_failure_rate", "retries", "force", "register_model", "params", "sampler", "pruner",
+    }  # fmt: skip
+    for key in sorted(set(raw) - known):
+        problems.append(f"search.{key}: unknown key; known keys are {', '.join(sorted(known))}")
+
+    def integer(key: str, low: int, fix: str) -> int:
+        value = raw.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            problems.append(f"search.{key} must be an integer >= {low}, got {value!r}; e.g. {fix}")
+            return low
+        return value
+
+    n_trials = integer("n_trials", 1, "search.n_trials=20")
+    workers = integer("workers", 1, "search.workers=2")
+    retries = integer("retries", 0, "search.retries=1")
+    timeout = raw.get("timeout")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+        problems.append(f"search.timeout must be a number of seconds > 0 or null, got {timeout!r}")
+        timeout = None
+    seed = raw.get("seed")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        problems.append(f"search.seed must be an integer or null, got {seed!r}")
+        seed = None
+    rate = raw.get("max_failure_rate")
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
+        problems.append(f"search.max_failure_rate must be between 0 and 1, got {rate!r}")
+        rate = 0.5
+    metrics = _as_tuple(raw.get("metric"))
+    directions = _as_tuple(raw.get("direction"))
+    if not metrics or not all(isinstance(m, str) and m for m in metrics):
+        problems.append(f"search.metric must be a metric name such as val/acc (or a list), got {raw.get('metric')!r}")
+    if len(directions) != len(metrics) or any(d not in DIRECTIONS for d in directions):
+        problems.append(
+            f"search.direction must be maximize or minimize, one per metric ({len(metrics)}), "
+            f"got {raw.get('direction')!r}"
+        )
+    name = raw.get("study_name")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name):
+        problems.append(
+            f"search.study_name must be 1-100 letters, digits, '.', '_' or '-', got {name!r}; "
+            "e.g. search.study_name=digits-cnn"
+        )
+    storage = raw.get("storage")
+    if storage is not None and (not isinstance(storage, str) or not storage):
+        problems.append(f"search.storage must be a storage URL or null, got {storage!r}")
+    for key in ("force", "register_model"):
+        if not isinstance(raw.get(key), bool):
+            problems.append(f"search.{key} must be true or false, got {raw.get(key)!r}")
+    params = raw.get("params")
+    if not isinstance(params, dict) or not params:
+        problems.append("search.params must map config keys to search spaces; see README 'Search spaces'")
+        params = {}
+    if problems:
+        raise ConfigError(problems)
+    choices = choices or {}
+    return SearchSettings(
+        n_trials=n_trials,
+        timeout=float(timeout) if timeout is not None else None,
+        metrics=tuple(metrics),
+        directions=tuple(directions),
+        study_name=name,
+        storage=storage,
+        workers=workers,
+        seed=seed,
+        max_failure_rate=float(rate),
+        retries=retries,
+        force=raw["force"],
+        register_model=raw["register_model"],
+        sampler_name=choices.get("search/sampler", "custom"),
+        pruner_name=choices.get("search/pruner", "custom"),
+        params=params,
+    )
+
+
+def mask_url(url: str | None) -> str | None:
+    """Hide the password of ``scheme://user:password@host/...``."""
+    if url is None:
+        return None
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)

@@ -1,0 +1,469 @@
+"""``sweeper sweep``: set up (or resume) a study, run its workers, report the result.
+
+The coordinator checks everything first (settings, search space, storage), so bad
+input stops before a study, a run or a folder exists. Then it opens the study and its
+MLflow parent run, starts ``search.workers`` worker processes that pull trials until
+``n_trials`` are finished, shows one progress line, and at the end prints the best
+trials, writes the best configuration, tests the best checkpoint and registers it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from sweeper.config import validate_train_config
+from sweeper.errors import ConfigError, SweeperError
+from sweeper.search.plan import STATIC_METRICS, TRIAL_METRICS, SweepPlan
+from sweeper.search.report import Progress, table, trials_table
+from sweeper.search.settings import SearchSettings, mask_url, parse_settings
+from sweeper.search.space import SearchSpace, parse_space
+from sweeper.search.storage import default_storage, open_storage
+from sweeper.search.trials import RUN_ID_ATTR, counts, recover_stale
+
+log = logging.getLogger(__name__)
+
+SPACE_ATTR, METRICS_ATTR, PARENT_ATTR = "sweeper.space", "sweeper.metrics", "sweeper.parent_run_id"
+EXIT_INTERRUPTED, EXIT_FAILURES = 130, 3
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+# ------------------------------------------------------------------------ checking
+
+
+def check_metrics(settings: SearchSettings) -> None:
+    first, rest = settings.metrics[0], settings.metrics[1:]
+    if first not in TRIAL_METRICS:
+        raise ConfigError(
+            f"search.metric: '{first}' is not logged every epoch; choose one of {', '.join(TRIAL_METRICS)}"
+        )
+    for metric in rest:
+        if metric not in TRIAL_METRICS + STATIC_METRICS:
+            raise ConfigError(
+                f"search.metric: unknown metric '{metric}'; choose from "
+                f"{', '.join(TRIAL_METRICS + STATIC_METRICS)}"
+            )
+
+
+def check_space(space: SearchSpace, base: DictConfig, overrides: list[str]) -> None:
+    """Every group option exists and every key exists in each config it can be applied to."""
+    from hydra import compose
+
+    from sweeper.paths import conf_dir
+
+    searched_groups = {p.key: p for p in space.group_params}
+    for p in space.group_params:
+        folder = conf_dir() / p.key
+        options = sorted(f.stem for f in folder.glob("*.yaml"))
+        for choice in p.choices:
+            if choice not in options:
+                raise ConfigError(
+                    f"search.params.{p.key}: no option '{choice}' in group '{p.key}'; "
+                    f"choose from {', '.join(options)}"
+                )
+    composed: dict[str, DictConfig] = {}
+    for p in space.params:
+        if p.is_group:
+            continue
+        group = p.key.split(".", 1)[0]
+        searched = searched_groups.get(group)
+        if searched is None:
+            targets = [("", base)]
+        else:
+            allowed = dict(p.when).get(group, searched.choices)
+            targets = []
+            for option in allowed:
+                override = f"{group}={option}"
+                if override not in composed:
+                    composed[override] = compose(config_name="sweep", overrides=[*overrides, override])
+                targets.append((override, composed[override]))
+        missing = [name or "the config" for name, cfg in targets if OmegaConf.select(cfg, p.key, default=_ABSENT) is _ABSENT]
+        if missing:
+            hint = (
+                f"; search it only where it exists, e.g. when: {{{group}: <option>}}"
+                if searched is not None
+                else f"; check the spelling against `sweeper sweep --cfg job`"
+            )
+            raise ConfigError(f"search.params.{p.key}: key not in {', '.join(missing)}{hint}")
+
+
+_ABSENT = object()
+
+
+# -------------------------------------------------------------------------- study
+
+
+def open_study(settings: SearchSettings, storage: Any, space: SearchSpace) -> Any:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name=settings.study_name,
+        storage=storage,
+        directions=list(settings.directions),
+        load_if_exists=True,
+    )
+    stored_directions = [d.name.lower() for d in study.directions]
+    if stored_directions != list(settings.directions):
+        raise ConfigError(
+            f"search.direction: study '{settings.study_name}' was created with "
+            f"{stored_directions}, not {list(settings.directions)}; directions cannot change, "
+            "start a new study with search.study_name=<new name>"
+        )
+    attrs = study.user_attrs
+    signature = space.signature()
+    if SPACE_ATTR in attrs and not settings.force:
+        if attrs[SPACE_ATTR] != signature:
+            old = json.loads(attrs[SPACE_ATTR])
+            new = json.loads(signature)
+            changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            raise ConfigError(
+                f"search.params: study '{settings.study_name}' was run with another search space "
+                f"(differs in {', '.join(changed)}); start a new study with "
+                "search.study_name=<new name> or resume anyway with search.force=true"
+            )
+        if attrs.get(METRICS_ATTR) != list(settings.metrics):
+            raise ConfigError(
+                f"search.metric: study '{settings.study_name}' optimises {attrs.get(METRICS_ATTR)}, "
+                f"not {list(settings.metrics)}; start a new study with search.study_name=<new name> "
+                "or resume anyway with search.force=true"
+            )
+    study.set_user_attr(SPACE_ATTR, signature)
+    study.set_user_attr(METRICS_ATTR, list(settings.metrics))
+    return study
+
+
+def parent_run(tracker: Any, study: Any, settings: SearchSettings, storage_url: str, space: SearchSpace) -> str:
+    """The study's MLflow parent run: reused when the study resumes, created otherwise."""
+    from mlflow.exceptions import MlflowException
+
+    run_id = study.user_attrs.get(PARENT_ATTR)
+    if run_id:
+        try:
+            run = tracker.client.get_run(run_id)
+            if run.info.lifecycle_stage == "active" and run.info.experiment_id == tracker.experiment_id:
+                tracker.client.update_run(run_id, status="RUNNING")
+                return run_id
+        except MlflowException:
+            pass
+    found = tracker.client.search_runs(
+        [tracker.experiment_id],
+        filter_string=f"tags.study = '{settings.study_name}' and tags.`sweeper.role` = 'parent'",
+        max_results=1,
+    )
+    if found:
+        run_id = found[0].info.run_id
+        tracker.client.update_run(run_id, status="RUNNING")
+    else:
+        run_id = tracker.start_run(
+            settings.study_name,
+            {
+                "sweeper.role": "parent",
+                "study": settings.study_name,
+                "sampler": settings.sampler_name,
+                "pruner": settings.pruner_name,
+                "storage": mask_url(storage_url),
+                "metric": ",".join(settings.metrics),
+                "direction": ",".join(settings.directions),
+                "mlflow.source.name": "sweeper sweep",
+            },
+        )
+        tracker.log_params(run_id, {f"search.{p.key}": json.dumps(p.describe()) for p in space.params})
+    study.set_user_attr(PARENT_ATTR, run_id)
+    return run_id
+
+
+# ------------------------------------------------------------------------ workers
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """Linux: a worker gets SIGKILL when the coordinator dies, even by ``kill -9``."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def _gpu_count() -> int:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    if shutil.which("nvidia-smi") is None:
+        return 0
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
+
+
+def worker_envs(workers: int, accelerator: str) -> list[dict[str, str]]:
+    """Per-worker environment: CPU threads split evenly, GPUs split into disjoint sets."""
+    cores = os.cpu_count() or 1
+    threads = max(1, cores // workers)
+    envs = [{"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} for _ in range(workers)]
+    gpus = _gpu_count() if accelerator in ("auto", "gpu", "cuda") else 0
+    if gpus and workers > 1:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        ids = [d.strip() for d in visible.split(",")] if visible else [str(i) for i in range(gpus)]
+        for i, env in enumerate(envs):
+            mine = ids[i::workers]
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(mine) if mine else "-1"
+    return envs
+
+
+def run_workers(
+    plan: SweepPlan, plan_file: Path, study: Any, progress: Progress, accelerator: str
+) -> tuple[list[int], bool]:
+    envs = worker_envs(plan.search.workers, accelerator)
+    procs = []
+    logs = []
+    for index, extra in enumerate(envs):
+        log_path = Path(plan.study_dir) / f"worker_{index}.log"
+        handle = open(log_path, "a")  # noqa: SIM115 - closed below
+        logs.append(handle)
+        env = {**os.environ, **extra, "PYTHONUNBUFFERED": "1"}
+        env.pop("SWEEPER_DDP_CONFIG", None)
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "sweeper", "_worker", str(plan_file), str(index)],
+            env=env, stdout=handle, stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        ))  # fmt: skip
+    interrupted = False
+    try:
+        while any(p.poll() is None for p in procs):
+            progress.update(study)
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        interrupted = True
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        deadline = time.time() + 120
+        for p in procs:
+            try:
+                p.wait(timeout=max(1.0, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+    finally:
+        for handle in logs:
+            handle.close()
+    progress.update(study)
+    progress.close()
+    return [p.returncode for p in procs], interrupted
+
+
+# ------------------------------------------------------------------------ the end
+
+
+def best_trials(study: Any) -> list[Any]:
+    from optuna.trial import TrialState
+
+    if not any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
+        return []
+    return [study.best_trial] if len(study.directions) == 1 else list(study.best_trials)
+
+
+def finish(study: Any, plan: SweepPlan, tracker: Any, space: SearchSpace, outcome: str) -> None:
+    settings = plan.search
+    study_dir = Path(plan.study_dir)
+    c = counts(study.get_trials(deepcopy=False))
+    param_keys = [p.key for p in space.params]
+    _say("")
+    _say(trials_table(study, settings.metrics, param_keys))
+    _say(f"\ntrials: {c['COMPLETE']} complete, {c['PRUNED']} pruned, {c['FAIL']} failed "
+         f"(study '{settings.study_name}' in {mask_url(plan.storage)})")
+    best = best_trials(study)
+    if settings.multi_objective and best:
+        _say("\nPareto front:")
+        _say(table(["#", *settings.metrics, *param_keys],
+                   [[t.number, *t.values, *[t.params.get(k) for k in param_keys]] for t in best]))
+    summary_tags: dict[str, Any] = {
+        "trials_complete": c["COMPLETE"], "trials_pruned": c["PRUNED"], "trials_failed": c["FAIL"],
+        "n_trials": settings.n_trials, "outcome": outcome,
+    }  # fmt: skip
+    summary_metrics: dict[str, float] = {
+        "trials/complete": c["COMPLETE"], "trials/pruned": c["PRUNED"], "trials/failed": c["FAIL"],
+    }  # fmt: skip
+    if best:
+        top = best[0]
+        values = space.decode(top.params)
+        for metric, value in zip(settings.metrics, top.values):
+            summary_metrics[f"best/{metric}"] = value
+        summary_tags["best_trial"] = top.number
+        summary_tags.update({f"best.{k}": v for k, v in values.items()})
+        config_file = Path(top.user_attrs.get("config", ""))
+        if config_file.is_file():
+            best_cfg = yaml.safe_load(config_file.read_text())
+            best_cfg.update(test=True, progress_bar=True)
+            best_cfg["tracking"]["log_checkpoint"] = True
+            target = study_dir / "best_config.yaml"
+            target.write_text(
+                f"# Best trial #{top.number} of study '{settings.study_name}' "
+                f"({', '.join(f'{m}={v:.4f}' for m, v in zip(settings.metrics, top.values))}).\n"
+                f"# Reproduce: sweeper train --config-path {study_dir.resolve()} --config-name best_config\n"
+                + yaml.safe_dump(best_cfg, sort_keys=False)
+            )
+            _say(f"\nbest trial #{top.number}: "
+                 + ", ".join(f"{m}={v:.4f}" for m, v in zip(settings.metrics, top.values))
+                 + " with " + ", ".join(f"{k}={v}" for k, v in values.items()))
+            _say(f"best config: {target}")
+            _say(f"reproduce:   sweeper train --config-path {study_dir.resolve()} --config-name best_config")
+        checkpoint = top.user_attrs.get("checkpoint")
+        if checkpoint and Path(checkpoint).is_file() and config_file.is_file():
+            from sweeper.training.evaluate import evaluate_checkpoint
+
+            test = evaluate_checkpoint(config_file, checkpoint)
+            _say("test split: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(test.items()) if k != "test/loss"))
+            summary_metrics.update(test)
+            child = top.user_attrs.get(RUN_ID_ATTR)
+            if tracker is not None and child:
+                tracker.log_metrics(child, test, synchronous=True)
+                tracker.log_artifact(child, checkpoint, "checkpoints")
+                if settings.register_model:
+                    from sweeper.tracking.mlflow import register_model
+
+                    version = register_model(tracker.uri, child, checkpoint, settings.study_name)
+                    summary_tags["registered_model"] = f"{settings.study_name}/{version}"
+                    _say(f"registered model '{settings.study_name}' version {version}")
+    if tracker is not None and plan.parent_run_id:
+        tracker.set_tags(plan.parent_run_id, summary_tags)
+        tracker.log_metrics(plan.parent_run_id, summary_metrics, step=c["DONE"], synchronous=True)
+        if (study_dir / "best_config.yaml").is_file():
+            tracker.log_artifact(plan.parent_run_id, study_dir / "best_config.yaml")
+
+
+# --------------------------------------------------------------------------- main
+
+
+def run_sweep(cfg: DictConfig, choices: dict[str, str], overrides: list[str]) -> int:
+    """Run (or resume) the study described by a composed ``sweep.yaml`` config."""
+    if cfg.search.study_name is None:
+        with open_dict(cfg):
+            cfg.search.study_name = choices.get("experiment") or "default"
+    settings = parse_settings(cfg.search, choices)
+    space = parse_space(settings.params)
+    check_metrics(settings)
+    base = cfg.copy()
+    with open_dict(base):
+        base.pop("search", None)
+        base.pop("hydra", None)
+    validate_train_config(base)
+    check_space(space, cfg, overrides)
+    n_trials = settings.n_trials
+    if settings.sampler_name == "grid":
+        size = 1
+        for values in space.grid().values():
+            size *= len(values)
+        if size < n_trials:
+            _say(f"grid has {size} points: running {size} trials, not {n_trials}")
+            n_trials = size
+    if settings.multi_objective and settings.pruner_name not in ("none", "custom"):
+        _say("multi-objective study: Optuna cannot prune it, so search.pruner is not used")
+
+    study_dir = (Path.cwd() / "outputs" / "sweeps" / settings.study_name).resolve()
+    storage_url = settings.storage or default_storage(study_dir)
+    if settings.storage is None:
+        study_dir.mkdir(parents=True, exist_ok=True)
+    storage = open_storage(storage_url)
+    study_dir.mkdir(parents=True, exist_ok=True)
+    study = open_study(settings, storage, space)
+
+    tracker = None
+    if cfg.tracking.enabled:
+        from sweeper.tracking.mlflow import MlflowTracker
+
+        tracker = MlflowTracker(cfg.tracking.uri, cfg.tracking.experiment)
+
+    def mark_child(trial: Any, reason: str) -> None:
+        run_id = trial.user_attrs.get(RUN_ID_ATTR)
+        if tracker is not None and run_id:
+            tracker.set_tags(run_id, {"state": "FAILED", "failure_reason": reason})
+            tracker.client.set_terminated(run_id, status="FAILED")
+
+    from filelock import FileLock
+
+    with FileLock(str(study_dir / "ask.lock")):
+        recovered = recover_stale(study, storage, settings.retries, mark_child)
+    if recovered:
+        _say(f"marked {len(recovered)} abandoned trial(s) FAILED: {', '.join(f'#{n}' for n in recovered)}"
+             + (" (their parameters are queued again)" if settings.retries else ""))
+    parent = parent_run(tracker, study, settings, storage_url, space) if tracker else None
+    if tracker is not None and parent:
+        tracker.set_tags(parent, {"n_trials": n_trials, "outcome": "running"})
+
+    done_before = counts(study.get_trials(deepcopy=False))["DONE"]
+    if done_before:
+        _say(f"resuming study '{settings.study_name}': {done_before} of {n_trials} trials already finished")
+    started = time.time()
+    plan = SweepPlan(
+        study_name=settings.study_name,
+        storage=storage_url,
+        study_dir=str(study_dir),
+        overrides=overrides,
+        choices={k: v for k, v in choices.items() if not k.startswith(("search/", "experiment"))},
+        settings={**asdict(settings), "n_trials": n_trials},
+        parent_run_id=parent,
+        tracking_enabled=bool(cfg.tracking.enabled),
+        started_at=started - 1.0,
+        deadline=started + settings.timeout if settings.timeout else None,
+        threads=max(1, (os.cpu_count() or 1) // settings.workers),
+    )
+    plan_file = study_dir / "plan.json"
+    plan.save(plan_file)
+    _say(f"study '{settings.study_name}': {n_trials} trials, {settings.workers} worker(s), "
+         f"sampler {settings.sampler_name}, pruner {settings.pruner_name}; logs in {study_dir}")
+    progress = Progress(settings.study_name, n_trials, settings.workers, settings.metrics[0])
+    codes, interrupted = run_workers(plan, plan_file, study, progress, str(cfg.trainer.accelerator))
+
+    with FileLock(str(study_dir / "ask.lock")):
+        recover_stale(study, storage, settings.retries, mark_child)
+    if interrupted or any(code == EXIT_INTERRUPTED for code in codes):
+        outcome = "interrupted"
+    elif any(code == EXIT_FAILURES for code in codes):
+        outcome = "too many failures"
+    elif any(code not in (0, None) for code in codes):
+        outcome = "worker error"
+    elif settings.timeout and counts(study.get_trials(deepcopy=False))["DONE"] < n_trials:
+        outcome = "timeout"
+    else:
+        outcome = "complete"
+    try:
+        finish(study, plan, tracker, space, outcome)
+    finally:
+        if tracker is not None and parent:
+            status = {"complete": "FINISHED", "timeout": "FINISHED", "interrupted": "KILLED"}.get(outcome, "FAILED")
+            tracker.set_tags(parent, {"outcome": outcome})
+            tracker.client.set_terminated(parent, status=status)
+    if outcome == "interrupted":
+        _say(f"interrupted; run the same command to resume study '{settings.study_name}'")
+        return EXIT_INTERRUPTED
+    if outcome == "too many failures":
+        reasons = [t.user_attrs.get("sweeper.failure") for t in study.get_trials(deepcopy=False)
+                   if t.state.name == "FAIL" and t.user_attrs.get("sweeper.failure_kind") == "error"]
+        raise SweeperError(
+            f"search stopped: more than {settings.max_failure_rate:.0%} of trials failed "
+            f"(search.max_failure_rate); last error: {reasons[-1] if reasons else 'unknown'}"
+        )
+    if outcome == "worker error":
+        raise SweeperError(f"a sweep worker crashed (exit codes {codes}); see {study_dir}/worker_*.log")
+    if outcome == "timeout":
+        _say(f"search.timeout reached; run the same command to continue study '{settings.study_name}'")
+    return 0

@@ -1,0 +1,74 @@
+"""Bookkeeping on a study's trials: counting, stale-trial recovery, retries."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from optuna.trial import FrozenTrial, TrialState
+
+from sweeper.search.liveness import HEARTBEAT_ATTR, WORKER_ATTR, is_alive
+
+FAILURE_ATTR = "sweeper.failure"  # one-line reason
+FAILURE_KIND_ATTR = "sweeper.failure_kind"  # error | abandoned | interrupted | diverged
+ATTEMPT_ATTR = "sweeper.attempt"
+RUN_ID_ATTR = "mlflow_run_id"
+DONE_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def counts(trials: list[FrozenTrial]) -> Counter[str]:
+    c: Counter[str] = Counter(t.state.name for t in trials)
+    c["DONE"] = c["COMPLETE"] + c["PRUNED"]
+    return c
+
+
+def is_stale(trial: FrozenTrial, now: float | None = None) -> bool:
+    now = time.time() if now is None else now
+    worker = trial.user_attrs.get(WORKER_ATTR)
+    if worker is None:  # asked but never claimed: the asking process died at once
+        started = trial.datetime_start.timestamp() if trial.datetime_start else now
+        return now - started > 60
+    return not is_alive(worker, trial.user_attrs.get(HEARTBEAT_ATTR), now)
+
+
+def fail_trial(storage: Any, study_id: int, trial: FrozenTrial, reason: str, kind: str) -> None:
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+    storage.set_trial_user_attr(trial_id, FAILURE_ATTR, reason)
+    storage.set_trial_user_attr(trial_id, FAILURE_KIND_ATTR, kind)
+    storage.set_trial_state_values(trial_id, TrialState.FAIL)
+
+
+def maybe_retry(study: Any, trial: FrozenTrial, retries: int) -> bool:
+    """Queue ``trial``'s parameters again unless it used up ``retries``."""
+    attempt = int(trial.user_attrs.get(ATTEMPT_ATTR, 1))
+    if attempt > retries or not trial.params:
+        return False
+    study.enqueue_trial(
+        dict(trial.params),
+        user_attrs={ATTEMPT_ATTR: attempt + 1, "sweeper.retry_of": trial.number},
+        skip_if_exists=False,
+    )
+    return True
+
+
+def recover_stale(
+    study: Any,
+    storage: Any,
+    retries: int,
+    on_failed: Callable[[FrozenTrial, str], None] | None = None,
+) -> list[int]:
+    """Fail RUNNING trials whose worker is gone, queue their retries; return their numbers."""
+    study_id = storage.get_study_id_from_name(study.study_name)
+    recovered = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if not is_stale(trial):
+            continue
+        reason = "abandoned: its worker stopped (killed or crashed) while training"
+        fail_trial(storage, study_id, trial, reason, "abandoned")
+        if on_failed is not None:
+            on_failed(trial, reason)
+        maybe_retry(study, trial, retries)
+        recovered.append(trial.number)
+    return recovered

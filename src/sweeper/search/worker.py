@@ -1,0 +1,278 @@
+"""A sweep worker: claim a trial, train it with pruning, tell Optuna; repeat.
+
+Several workers (processes, possibly on several machines) can run this loop against
+one study. On one machine a file lock makes "count, then ask" atomic, so the study
+ends with exactly ``n_trials`` finished trials.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from sweeper.errors import ConfigError, DivergedError, SweeperError
+from sweeper.search.liveness import HEARTBEAT_ATTR, WORKER_ATTR, worker_id
+from sweeper.search.plan import SweepPlan
+from sweeper.search.space import SearchSpace, parse_space, split_overrides
+from sweeper.search.trials import (
+    ATTEMPT_ATTR,
+    FAILURE_ATTR,
+    FAILURE_KIND_ATTR,
+    RUN_ID_ATTR,
+    counts,
+    maybe_retry,
+    recover_stale,
+)
+
+log = logging.getLogger(__name__)
+
+EXIT_FAILURES = 3
+MIN_TRIALS_FOR_FAILURE_RATE = 5
+
+
+def compose_sweep(overrides: list[str]) -> DictConfig:
+    """Compose ``sweep.yaml`` with overrides (Hydra must be initialised by the caller)."""
+    from hydra import compose
+
+    return compose(config_name="sweep", overrides=overrides)
+
+
+def trial_config(base_overrides: list[str], values: dict[str, Any], plan: SweepPlan) -> DictConfig:
+    """The training config of one trial: the sweep's config with the sampled values."""
+    settings = plan.search
+    groups, keys = split_overrides(values)
+    cfg = compose_sweep([*base_overrides, *groups])
+    with open_dict(cfg):
+        cfg.pop("search", None)
+        cfg.pop("hydra", None)
+    for key, value in keys.items():
+        if OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT:
+            raise ConfigError(f"search.params.{key}: key not in this trial's config ({', '.join(groups)})")
+        OmegaConf.update(cfg, key, value, merge=False)
+    metric, direction = settings.metrics[0], settings.directions[0]
+    cfg.monitor = metric
+    cfg.monitor_mode = "max" if direction == "maximize" else "min"
+    cfg.test = False
+    cfg.progress_bar = False
+    cfg.tracking.log_checkpoint = False
+    return cfg
+
+
+_ABSENT = object()
+
+
+def objective_values(result: Any, settings: Any) -> list[float]:
+    values = []
+    for metric in settings.metrics:
+        if metric == result.monitor and result.best_score is not None:
+            values.append(float(result.best_score))
+        elif metric == "model/num_parameters":
+            values.append(float(result.num_parameters))
+        else:
+            values.append(float(result.metrics.get(metric, math.nan)))
+    return values
+
+
+class Worker:
+    def __init__(self, plan: SweepPlan, index: int) -> None:
+        import optuna
+        from filelock import FileLock
+
+        from sweeper.search.storage import open_storage
+
+        self.plan = plan
+        self.index = index
+        self.settings = plan.search
+        self.space: SearchSpace = parse_space(self.settings.params)
+        self.storage = open_storage(plan.storage)
+        self.study_dir = Path(plan.study_dir)
+        self.lock = FileLock(str(self.study_dir / "ask.lock"))
+        base = compose_sweep(plan.overrides)
+        sampler = self._sampler(base)
+        pruner = _instantiate(base.search.pruner) if not self.settings.multi_objective else None
+        self.study = optuna.load_study(
+            study_name=plan.study_name, storage=self.storage, sampler=sampler, pruner=pruner
+        )
+        self.study_id = self.storage.get_study_id_from_name(plan.study_name)
+        self.tracker = None
+        if plan.tracking_enabled:
+            from sweeper.tracking.mlflow import MlflowTracker
+
+            self.tracker = MlflowTracker(base.tracking.uri, base.tracking.experiment)
+
+    def _sampler(self, base: DictConfig) -> Any:
+        node = base.search.sampler
+        kwargs: dict[str, Any] = {}
+        if "seed" in node and node.seed is not None:
+            # Distinct streams per worker and per resume: otherwise two workers (or a
+            # resumed random search) would propose the very same points.
+            existing = len(self.storage.get_all_trials(self.storage.get_study_id_from_name(self.plan.study_name), deepcopy=False))
+            kwargs["seed"] = int(node.seed) + 7919 * self.index + existing
+        if str(node._target_).endswith("GridSampler"):
+            kwargs["search_space"] = self.space.grid()
+        return _instantiate(node, **kwargs)
+
+    # ----------------------------------------------------------------------- claim
+
+    def _mark_child_failed(self, trial: Any, reason: str) -> None:
+        run_id = trial.user_attrs.get(RUN_ID_ATTR)
+        if self.tracker is not None and run_id:
+            try:
+                self.tracker.set_tags(run_id, {"state": "FAILED", "failure_reason": reason})
+                self.tracker.client.set_terminated(run_id, status="FAILED")
+            except Exception as exc:  # the run may live in another store; never block the sweep
+                log.warning("could not mark MLflow run %s failed: %s", run_id, exc)
+
+    def _claim(self) -> tuple[Any, dict[str, Any]] | str:
+        """Ask for the next trial, or say why not: done, timeout, failures, wait."""
+        with self.lock:
+            recover_stale(self.study, self.storage, self.settings.retries, self._mark_child_failed)
+            trials = self.study.get_trials(deepcopy=False)
+            c = counts(trials)
+            if c["DONE"] >= self.settings.n_trials:
+                return "done"
+            if self.plan.deadline is not None and time.time() > self.plan.deadline:
+                return "timeout"
+            recent = [
+                t for t in trials
+                if t.datetime_start and t.datetime_start.timestamp() >= self.plan.started_at
+                and (t.state.name in ("COMPLETE", "PRUNED")
+                     or t.user_attrs.get(FAILURE_KIND_ATTR) == "error")
+            ]  # fmt: skip
+            errors = sum(1 for t in recent if t.user_attrs.get(FAILURE_KIND_ATTR) == "error")
+            if len(recent) >= MIN_TRIALS_FOR_FAILURE_RATE and errors / len(recent) > self.settings.max_failure_rate:
+                return "failures"
+            if c["DONE"] + c["RUNNING"] >= self.settings.n_trials:
+                return "wait"
+            trial = self.study.ask()
+            trial.set_user_attr(WORKER_ATTR, worker_id())
+            trial.set_user_attr(HEARTBEAT_ATTR, time.time())
+            values = self.space.suggest(trial)
+            return trial, values
+
+    # ------------------------------------------------------------------------- run
+
+    def run(self) -> int:
+        while True:
+            claimed = self._claim()
+            if claimed == "wait":
+                time.sleep(1.0)
+                continue
+            if claimed == "failures":
+                return EXIT_FAILURES
+            if isinstance(claimed, str):
+                return 0
+            trial, values = claimed
+            self._run_trial(trial, values)
+
+    def _fail(self, trial: Any, reason: str, kind: str, retry: bool) -> None:
+        from optuna.trial import TrialState
+
+        trial.set_user_attr(FAILURE_ATTR, reason[:2000])
+        trial.set_user_attr(FAILURE_KIND_ATTR, kind)
+        frozen = self.study.tell(trial, state=TrialState.FAIL)
+        if retry:
+            maybe_retry(self.study, frozen, self.settings.retries)
+
+    def _run_trial(self, trial: Any, values: dict[str, Any]) -> None:
+        from optuna.trial import TrialState
+
+        from sweeper.search.pruning import PruningCallback
+        from sweeper.training import run_training
+
+        settings = self.settings
+        try:
+            cfg = trial_config(self.plan.overrides, values, self.plan)
+        except SweeperError as exc:
+            self._fail(trial, str(exc), "error", retry=False)
+            return
+        groups, _ = split_overrides(values)
+        choices = {**self.plan.choices, **{g.split("=", 1)[0]: g.split("=", 1)[1] for g in groups}}
+        callback = PruningCallback(
+            None if settings.multi_objective else trial, settings.metrics[0], heartbeat=trial
+        )
+        tags = {
+            "study": self.plan.study_name,
+            "trial_number": trial.number,
+            "sweeper.role": "trial",
+            "attempt": trial.user_attrs.get(ATTEMPT_ATTR, 1),
+        }
+        child: list[str] = []
+
+        def started(run_id: str) -> None:
+            child.append(run_id)
+            trial.set_user_attr(RUN_ID_ATTR, run_id)
+
+        try:
+            result = run_training(
+                cfg,
+                self.study_dir / f"trial_{trial.number:04d}",
+                choices=choices,
+                callbacks=[callback],
+                parent_run_id=self.plan.parent_run_id,
+                run_name=f"trial-{trial.number:04d}",
+                tags=tags,
+                track=self.plan.tracking_enabled,
+                run_started=started,
+            )
+        except KeyboardInterrupt:
+            self._fail(trial, "interrupted (Ctrl-C)", "interrupted", retry=True)
+            raise
+        except DivergedError as exc:
+            trial.set_user_attr(FAILURE_ATTR, str(exc))
+            trial.set_user_attr(FAILURE_KIND_ATTR, "diverged")
+            if settings.multi_objective:
+                self.study.tell(trial, state=TrialState.FAIL)
+            else:
+                self.study.tell(trial, state=TrialState.PRUNED)
+            if self.tracker is not None and child:
+                self.tracker.set_tags(child[0], {"state": "PRUNED", "prune_reason": str(exc)})
+            return
+        except Exception as exc:  # one trial's error must not end the study
+            reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+            self._fail(trial, reason, "error", retry=True)
+            return
+        trial.set_user_attr("epochs", result.epochs)
+        trial.set_user_attr("duration_s", round(result.duration_s, 3))
+        trial.set_user_attr("num_parameters", result.num_parameters)
+        if result.best_checkpoint:
+            trial.set_user_attr("checkpoint", result.best_checkpoint)
+        trial.set_user_attr("config", str(self.study_dir / f"trial_{trial.number:04d}" / "config.yaml"))
+        if result.pruned:
+            trial.set_user_attr("prune_reason", result.prune_reason)
+            self.study.tell(trial, state=TrialState.PRUNED)
+            return
+        objective = objective_values(result, settings)
+        if not all(math.isfinite(v) for v in objective):
+            self._fail(trial, f"non-finite objective {objective}", "error", retry=False)
+            return
+        self.study.tell(trial, objective if settings.multi_objective else objective[0])
+
+
+def _instantiate(node: DictConfig, **kwargs: Any) -> Any:
+    from hydra.utils import instantiate
+
+    return instantiate(node, _convert_="all", **kwargs)
+
+
+def worker_main(plan_file: str, index: int) -> int:
+    """Entry point of ``sweeper _worker PLAN INDEX`` (a process started by ``sweeper sweep``)."""
+    from hydra import initialize_config_dir
+
+    from sweeper.paths import conf_dir
+
+    plan = SweepPlan.load(plan_file)
+    import torch
+
+    torch.set_num_threads(max(1, plan.threads))
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        worker = Worker(plan, index)
+        try:
+            return worker.run()
+        except KeyboardInterrupt:
+            return 130
