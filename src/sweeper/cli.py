@@ -167,7 +167,9 @@ def _train_task(cfg: Any) -> float | None:
         if result.run_id
         else f"outputs in {runtime.output_dir}"
     )
-    print(f"trained {choices.get('model', 'model')} for {result.epochs} epochs in "
+    from sweeper.training.run import family
+
+    print(f"trained {choices.get('model', family(cfg))} for {result.epochs} epochs in "
           f"{result.duration_s:.1f}s: {' '.join(p for p in parts if p)}; {where}")
     return result.best_score
 

@@ -251,8 +251,27 @@ def _parse_one(key: str, spec: Any, earlier: set[str]) -> Param:
                  step=float(step) if step is not None else None, log=log, when=tuple(when))
 
 
+def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Accept nested namespaces as well as dotted keys.
+
+    ``{optimizer: {lr: {low: …}}}`` (what ``search.params.optimizer.lr=…`` on the command
+    line creates) and ``{"optimizer.lr": {low: …}}`` mean the same; a mapping is a
+    parameter when it has a field such as ``low`` or ``choices``, a namespace otherwise.
+    A later entry for the same key replaces an earlier one.
+    """
+    flat: dict[str, Any] = {}
+    for key, spec in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(spec, Mapping) and spec and not (set(spec) & _ALLOWED):
+            flat.update(flatten_params(spec, f"{name}."))
+        else:
+            flat[name] = spec
+    return flat
+
+
 def parse_space(params: Mapping[str, Any]) -> SearchSpace:
     """Build a :class:`SearchSpace` from ``search.params``; a bad entry raises ConfigError."""
+    params = flatten_params(params)
     if not params:
         raise ConfigError("search.params is empty; give at least one key to search")
     parsed: list[Param] = []
