@@ -66,7 +66,8 @@ def explain(exc: BaseException, command: str) -> str:
         if missing and group:
             name = group.group(1)
             options = ", ".join(o.strip() for o in group.group(2).splitlines() if o.strip())
-            choice = missing.group(1).split("/", 1)[-1]
+            path = missing.group(1)
+            choice = path[len(name) + 1 :] if path.startswith(name + "/") else path.rsplit("/", 1)[-1]
             return f"{name}={choice}: no such option in group '{name}'; choose one of {options}"
         if missing:
             return f"config '{missing.group(1)}' not found; see `sweeper {command} --help`"
@@ -193,7 +194,12 @@ def _sweep_task(cfg: Any) -> int:
     return code
 
 
+_GROUP_ALIAS = re.compile(r"^search\.(sampler|pruner|params)=([A-Za-z0-9_-]+)$")
+
+
 def cmd_sweep(argv: Sequence[str]) -> int:
+    # `search.sampler=random` reads naturally but names a config group (search/sampler).
+    argv = [_GROUP_ALIAS.sub(r"search/\1=\2", arg) for arg in argv]
     return run_hydra("sweep", "sweep", _sweep_task, argv)
 
 

@@ -172,6 +172,7 @@ def run_training(
             run_started(run_id)
 
     started = time.perf_counter()
+    saved_env = {k: os.environ.get(k) for k in _DDP_ENV}
     status = "FAILED"
     num_parameters = sum(p.numel() for p in module.parameters())
     previous_env = os.environ.get(DDP_CONFIG_ENV)
@@ -284,8 +285,27 @@ def run_training(
             os.environ.pop(DDP_CONFIG_ENV, None)
         else:
             os.environ[DDP_CONFIG_ENV] = previous_env
+        _end_process_group(saved_env)
         if tracker is not None and run_id is not None:
             tracker.end_run(run_id, status)
+
+
+# What a DDP launch leaves in the launching process; the next run (the next trial of a
+# sweep) must start a fresh process group on a fresh port.
+_DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "LOCAL_RANK", "RANK",
+            "GROUP_RANK", "LOCAL_WORLD_SIZE", "TORCHELASTIC_RUN_ID")
+
+
+def _end_process_group(saved_env: Mapping[str, str | None]) -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    for key, value in saved_env.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 def _scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
