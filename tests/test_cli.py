@@ -154,6 +154,7 @@ def test_ddp_on_two_cpu_processes_records_exactly_one_run(run_cli, tmp_path):
     assert run.data.metrics["test/acc"] > 0.5
 
 
+@pytest.mark.slow
 def test_non_editable_install_runs_from_any_directory(tmp_path):
     dist = tmp_path / "dist"
     build = subprocess.run(
@@ -180,3 +181,8 @@ def test_non_editable_install_runs_from_any_directory(tmp_path):
     assert out.returncode == 0, out.stderr
     (run,) = mlflow_runs(_uri(work))
     assert run.info.status == "FINISHED"
+    recipes = subprocess.run(
+        [sys.executable, "-m", "sweeper", "sweep", "experiment=digits_cnn", "--cfg", "job"],
+        cwd=work, env=env, capture_output=True, text=True,
+    )
+    assert recipes.returncode == 0 and "study_name" in recipes.stdout, recipes.stderr

@@ -124,6 +124,7 @@ def _wait_for_running_trial(cwd: Path, timeout: float = 120) -> None:
     raise AssertionError("no trial started training")
 
 
+@pytest.mark.slow
 def test_kill_9_mid_trial_then_the_same_command_resumes(tmp_path):
     args = ["model=mlp", "trainer.accelerator=cpu", "trainer.max_epochs=12", "search.n_trials=3",
             "search/pruner=none", "search.register_model=false"]
@@ -157,6 +158,7 @@ def test_kill_9_mid_trial_then_the_same_command_resumes(tmp_path):
     assert sorted(c.data.tags["state"] for c in children) == ["COMPLETE"] * 3 + ["FAILED"]
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_leaves_nothing_running(tmp_path):
     args = ["model=mlp", "trainer.accelerator=cpu", "trainer.max_epochs=200", "search.n_trials=3",
             "search.register_model=false"]
@@ -212,6 +214,7 @@ def test_hydra_optuna_sweeper_params_block_runs(tmp_path):
 
 
 @pytest.mark.ddp
+@pytest.mark.slow
 def test_a_ddp_trial_can_be_pruned(tmp_path):
     out = sweep(tmp_path, *FAST, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
                 "trainer.max_epochs=4", "search.n_trials=2", *PRUNE_ALL)

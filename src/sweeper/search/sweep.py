@@ -214,7 +214,8 @@ def _gpu_count() -> int:
 
 
 def worker_envs(workers: int, accelerator: str) -> list[dict[str, str]]:
-    """Per-worker environment: CPU threads split evenly, GPUs split into disjoint sets."""
+    """Per-worker environment: CPU threads split evenly; GPUs split into disjoint sets
+    when there are at least as many GPUs as workers, else shared round-robin."""
     cores = os.cpu_count() or 1
     threads = max(1, cores // workers)
     envs = [{"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} for _ in range(workers)]
@@ -223,8 +224,8 @@ def worker_envs(workers: int, accelerator: str) -> list[dict[str, str]]:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         ids = [d.strip() for d in visible.split(",")] if visible else [str(i) for i in range(gpus)]
         for i, env in enumerate(envs):
-            mine = ids[i::workers]
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(mine) if mine else "-1"
+            mine = ids[i::workers] if len(ids) >= workers else [ids[i % len(ids)]]
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(mine)
     return envs
 
 

@@ -1,0 +1,76 @@
+"""Every shipped experiment recipe, sampler and pruner composes and checks out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import open_dict
+
+from sweeper.config import validate_train_config
+from sweeper.paths import conf_dir
+from sweeper.search.settings import parse_settings
+from sweeper.search.space import parse_space
+from sweeper.search.sweep import check_metrics, check_space
+
+REPO = Path(__file__).resolve().parents[2]
+RECIPES = sorted(p.stem for p in (REPO / "experiments").glob("*.yaml"))
+SAMPLERS = sorted(p.stem for p in (conf_dir() / "search" / "sampler").glob("*.yaml"))
+PRUNERS = sorted(p.stem for p in (conf_dir() / "search" / "pruner").glob("*.yaml"))
+
+
+def test_there_are_recipes_for_each_family_and_across_families():
+    assert {"digits_mlp", "digits_cnn", "digits_rnn", "digits_families"} <= set(RECIPES)
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_recipe_composes_and_its_search_space_checks_out(recipe):
+    text = (REPO / "experiments" / f"{recipe}.yaml").read_text()
+    assert f"sweeper sweep experiment={recipe}" in text.splitlines()[2]  # opens with its command
+    assert "RESULT" not in text, "the recipe must state the result it reached"
+    overrides = [f"experiment={recipe}"]
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose("sweep", overrides=overrides)
+        with open_dict(cfg):
+            cfg.search.study_name = recipe
+        settings = parse_settings(cfg.search)
+        space = parse_space(settings.params)
+        check_metrics(settings)
+        check_space(space, cfg, overrides)
+        base = cfg.copy()
+        with open_dict(base):
+            base.pop("search")
+        validate_train_config(base)
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_every_sampler_instantiates(sampler):
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose("sweep", overrides=[f"search/sampler={sampler}"])
+    kwargs = {"search_space": {"x": [1, 2]}} if sampler == "grid" else {}
+    obj = instantiate(cfg.search.sampler, **kwargs)
+    assert type(obj).__name__.lower().startswith(sampler[:2]) or sampler in ("gp", "qmc", "nsga2")
+
+
+@pytest.mark.parametrize("pruner", PRUNERS)
+def test_every_pruner_instantiates(pruner):
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose("sweep", overrides=[f"search/pruner={pruner}"])
+    obj = instantiate(cfg.search.pruner)
+    assert hasattr(obj, "prune")
+
+
+def test_workers_split_threads_and_gpus(monkeypatch):
+    from sweeper.search.sweep import worker_envs
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
+    envs = worker_envs(2, "gpu")
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["0,2", "1,3"]  # disjoint
+    envs = worker_envs(3, "auto")
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["0,3", "1", "2"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5")
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in worker_envs(2, "gpu")] == ["5", "5"]  # shared
+    assert all("CUDA_VISIBLE_DEVICES" not in e for e in worker_envs(2, "cpu"))
+    assert all(int(e["OMP_NUM_THREADS"]) >= 1 for e in envs)
