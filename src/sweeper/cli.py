@@ -6,6 +6,7 @@ Lightning nor MLflow; each command imports what it needs when it runs.
 
 from __future__ import annotations
 
+import argparse
 import functools
 import os
 import re
@@ -27,6 +28,7 @@ searched with Optuna and recorded in MLflow.
 commands:
   train     train one model (Hydra overrides; -m for a multirun)
   sweep     run or resume an Optuna search; every trial is recorded in MLflow
+  compare   table of a study's trials, or two studies side by side (--format markdown|csv|json)
   version   print the version
 
 Every command takes Hydra overrides (KEY=VALUE, GROUP=OPTION) and Hydra's flags:
@@ -211,9 +213,56 @@ def cmd_worker(argv: Sequence[str]) -> int:
     return worker_main(plan_file, int(index))
 
 
+def _tracking_defaults() -> tuple[str, str]:
+    import yaml
+
+    from sweeper.paths import conf_dir
+
+    data = yaml.safe_load((conf_dir() / "tracking" / "mlflow.yaml").read_text())
+    return data["uri"], data["experiment"]
+
+
+def _tracking_args(parser: argparse.ArgumentParser) -> None:
+    uri, experiment = _tracking_defaults()
+    parser.add_argument("--tracking-uri", default=uri, help=f"MLflow tracking URI (default {uri})")
+    parser.add_argument("--experiment", default=experiment, help=f"MLflow experiment (default {experiment})")
+
+
+def cmd_compare(argv: Sequence[str]) -> int:
+    from sweeper.reports.compare import FORMATS
+
+    parser = argparse.ArgumentParser(
+        prog="sweeper compare",
+        description="Compare recorded sweeps: the trials of one study (default: the latest), "
+        "or two studies side by side. Works while a study is still running.",
+    )
+    parser.add_argument("studies", nargs="*", metavar="STUDY", help="study names (at most two)")
+    parser.add_argument("--format", choices=FORMATS, default="table", help="output format")
+    parser.add_argument("--limit", type=int, default=None, help="show at most N trials")
+    _tracking_args(parser)
+    args = parser.parse_args(argv)
+    if len(args.studies) > 2:
+        return _fail(f"compare takes at most two studies, got {len(args.studies)}")
+    from sweeper.reports.compare import side_by_side, trials_report
+    from sweeper.tracking.studies import StudyReader
+
+    reader = StudyReader(args.tracking_uri, args.experiment)
+    names = args.studies or [None]
+    studies = [reader.study(name) for name in names]
+    for study in studies:
+        if not study.trials:
+            return _fail(f"study '{study.name}' has no trials yet; start them with `sweeper sweep`")
+    if len(studies) == 1:
+        print(trials_report(studies[0], args.format, args.limit))
+    else:
+        print(side_by_side(studies, args.format))
+    return 0
+
+
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "train": cmd_train,
     "sweep": cmd_sweep,
+    "compare": cmd_compare,
     "_worker": cmd_worker,
 }
 

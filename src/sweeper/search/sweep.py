@@ -331,19 +331,29 @@ def finish(study: Any, plan: SweepPlan, tracker: Any, space: SearchSpace, outcom
         if checkpoint and Path(checkpoint).is_file() and config_file.is_file():
             from sweeper.training.evaluate import evaluate_checkpoint
 
-            test = evaluate_checkpoint(config_file, checkpoint)
+            evaluation = evaluate_checkpoint(config_file, checkpoint, study_dir / "evaluation")
+            test = evaluation.metrics
             _say("test split: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(test.items()) if k != "test/loss"))
             summary_metrics.update(test)
             child = top.user_attrs.get(RUN_ID_ATTR)
             if tracker is not None and child:
                 tracker.log_metrics(child, test, synchronous=True)
                 tracker.log_artifact(child, checkpoint, "checkpoints")
+                tracker.log_artifacts(child, study_dir / "evaluation", "evaluation")
+                if plan.parent_run_id:
+                    tracker.log_artifacts(plan.parent_run_id, study_dir / "evaluation", "evaluation")
                 if settings.register_model:
                     from sweeper.tracking.mlflow import register_model
 
                     version = register_model(tracker.uri, child, checkpoint, settings.study_name)
                     summary_tags["registered_model"] = f"{settings.study_name}/{version}"
                     _say(f"registered model '{settings.study_name}' version {version}")
+    if c["DONE"]:
+        from sweeper.reports.plots import write_study_plots
+
+        plots = write_study_plots(study, study_dir / "plots", settings.metrics[0], param_keys)
+        if plots and tracker is not None and plan.parent_run_id:
+            tracker.log_artifacts(plan.parent_run_id, study_dir / "plots", "plots")
     if tracker is not None and plan.parent_run_id:
         tracker.set_tags(plan.parent_run_id, summary_tags)
         tracker.log_metrics(plan.parent_run_id, summary_metrics, step=c["DONE"], synchronous=True)
@@ -432,7 +442,10 @@ def run_sweep(cfg: DictConfig, choices: dict[str, str], overrides: list[str]) ->
     _say(f"study '{settings.study_name}': {n_trials} trials, {settings.workers} worker(s), "
          f"sampler {settings.sampler_name}, pruner {settings.pruner_name}; logs in {study_dir}")
     progress = Progress(settings.study_name, n_trials, settings.workers, settings.metrics[0])
-    codes, interrupted = run_workers(plan, plan_file, study, progress, str(cfg.trainer.accelerator))
+    if done_before >= n_trials:
+        codes, interrupted = [0], False  # nothing left to run: report the finished study
+    else:
+        codes, interrupted = run_workers(plan, plan_file, study, progress, str(cfg.trainer.accelerator))
 
     with FileLock(str(study_dir / "ask.lock")):
         recover_stale(study, storage, settings.retries, mark_child)

@@ -27,6 +27,8 @@ _PARAMS_PER_BATCH = 100
 _MAX_PARAM_CHARS = 6000
 
 FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
+# MLflow 3's UI opens an experiment of this kind on its runs table (not the GenAI overview).
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 
 
 def git_commit(cwd: str | Path | None = None) -> str | None:
@@ -76,9 +78,11 @@ class MlflowTracker:
         if found is not None:
             if found.lifecycle_stage == "deleted":
                 self.client.restore_experiment(found.experiment_id)
+            if found.tags.get(EXPERIMENT_KIND_TAG) is None:
+                self.client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
             return found.experiment_id
         try:
-            return self.client.create_experiment(name)
+            return self.client.create_experiment(name, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
         except MlflowException:
             # Another worker created it between our lookup and create.
             found = self.client.get_experiment_by_name(name)
@@ -135,6 +139,9 @@ class MlflowTracker:
 
     def log_artifact(self, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def log_artifacts(self, run_id: str, folder: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifacts(run_id, str(folder), artifact_path)
 
     def end_run(self, run_id: str, status: str = FINISHED) -> None:
         try:

@@ -1,0 +1,1 @@
+"""Human- and machine-readable reports of recorded sweeps."""
