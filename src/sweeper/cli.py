@@ -29,6 +29,8 @@ commands:
   train     train one model (Hydra overrides; -m for a multirun)
   sweep     run or resume an Optuna search; every trial is recorded in MLflow
   compare   table of a study's trials, or two studies side by side (--format markdown|csv|json)
+  evaluate  re-score a recorded model (run id or study) on the test split, log it to the run
+  ui        start the MLflow UI on 127.0.0.1 and print the URL of the latest study
   version   print the version
 
 Every command takes Hydra overrides (KEY=VALUE, GROUP=OPTION) and Hydra's flags:
@@ -259,10 +261,46 @@ def cmd_compare(argv: Sequence[str]) -> int:
     return 0
 
 
+def cmd_evaluate(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="sweeper evaluate",
+        description="Re-score a recorded model on the test split and log the result to its "
+        "MLflow run. TARGET is a run id or a study name (its best trial). Overrides such as "
+        "data=mnist data.root=/data/mnist evaluate on another data config.",
+    )
+    parser.add_argument("target", metavar="TARGET", help="MLflow run id, or study name")
+    parser.add_argument("overrides", nargs="*", metavar="OVERRIDE", help="KEY=VALUE or data=<option>")
+    _tracking_args(parser)
+    args = parser.parse_args(argv)
+    from sweeper.reports.evaluate import evaluate_recorded
+
+    evaluate_recorded(args.target, args.overrides, args.tracking_uri, args.experiment)
+    return 0
+
+
+def cmd_ui(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="sweeper ui",
+        description="Start the MLflow UI on the project's tracking store and print the URL of "
+        "the latest study's runs. Ctrl-C stops it.",
+    )
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="interface to bind (default 127.0.0.1; anything else exposes the UI "
+                             "to your network)")
+    parser.add_argument("--port", type=int, default=5000, help="port (default 5000)")
+    _tracking_args(parser)
+    args = parser.parse_args(argv)
+    from sweeper.reports.ui import serve
+
+    return serve(args.tracking_uri, args.experiment, args.host, args.port)
+
+
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "train": cmd_train,
     "sweep": cmd_sweep,
     "compare": cmd_compare,
+    "evaluate": cmd_evaluate,
+    "ui": cmd_ui,
     "_worker": cmd_worker,
 }
 

@@ -1,0 +1,109 @@
+"""``sweeper evaluate``: re-score a recorded model and log the result to its run."""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import OmegaConf
+
+from sweeper.errors import ConfigError, SweeperError
+
+GROUP_OVERRIDE = re.compile(r"^(data)=([A-Za-z0-9_]+)$")
+
+
+def _resolve_run(client: Any, experiment_id: str, target: str) -> Any:
+    from mlflow.exceptions import MlflowException
+
+    if re.fullmatch(r"[0-9a-f]{32}", target):
+        try:
+            return client.get_run(target)
+        except MlflowException:
+            raise SweeperError(f"no MLflow run '{target}' in this tracking store") from None
+    parents = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`sweeper.role` = 'parent' and tags.study = '{target}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not parents:
+        raise SweeperError(f"'{target}' is neither a run id nor a recorded study; see `sweeper compare`")
+    best = parents[0].data.tags.get("best_trial")
+    if best is None:
+        raise SweeperError(f"study '{target}' has no best trial yet (no complete trial)")
+    children = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parents[0].info.run_id}' and tags.trial_number = '{best}'",
+        max_results=1,
+    )
+    if not children:
+        raise SweeperError(f"the run of study '{target}' best trial #{best} is missing")
+    return children[0]
+
+
+def _apply(cfg: Any, overrides: Sequence[str]) -> str:
+    """Apply ``data=<option>`` and ``key=value`` overrides; return the data config's name."""
+    from sweeper.paths import conf_dir
+
+    data_name = str(cfg.data._target_).rsplit(".", 1)[-1].replace("DataModule", "").lower()
+    for override in overrides:
+        if "=" not in override:
+            raise ConfigError(f"override {override!r} is not KEY=VALUE")
+        group = GROUP_OVERRIDE.match(override)
+        if group:
+            path = conf_dir() / "data" / f"{group.group(2)}.yaml"
+            if not path.is_file():
+                options = ", ".join(sorted(p.stem for p in path.parent.glob("*.yaml")))
+                raise ConfigError(f"data={group.group(2)}: no such option; choose one of {options}")
+            node = OmegaConf.load(path)
+            cfg.data = node
+            data_name = group.group(2)
+            continue
+        key, value = override.split("=", 1)
+        if OmegaConf.select(cfg, key, default="__absent__") == "__absent__":
+            raise ConfigError(f"{key}: unknown key in the run's config")
+        OmegaConf.update(cfg, key, yaml.safe_load(value), merge=False)
+    return data_name
+
+
+def evaluate_recorded(target: str, overrides: Sequence[str], uri: str, experiment: str) -> dict[str, float]:
+    from mlflow.exceptions import MlflowException
+
+    from sweeper.tracking.mlflow import MlflowTracker
+    from sweeper.training.evaluate import evaluate_checkpoint
+
+    tracker = MlflowTracker(uri, experiment)
+    run = _resolve_run(tracker.client, tracker.experiment_id, target)
+    run_id = run.info.run_id
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            config_path = tracker.client.download_artifacts(run_id, "config.yaml", tmp)
+        except (MlflowException, OSError):
+            raise SweeperError(f"run {run_id} has no config.yaml artifact; it was not made by sweeper") from None
+        checkpoint = None
+        try:
+            checkpoint = tracker.client.download_artifacts(run_id, "checkpoints/best.ckpt", tmp)
+        except (MlflowException, OSError):
+            local = Path(run.data.tags.get("output_dir", "")) / "checkpoints" / "best.ckpt"
+            checkpoint = str(local) if local.is_file() else None
+        if checkpoint is None:
+            raise SweeperError(
+                f"run {run_id} has no checkpoint (no checkpoints/best.ckpt artifact, no file in "
+                "its output_dir); evaluate a run trained with checkpoint=true"
+            )
+        cfg = OmegaConf.load(config_path)
+        data_name = _apply(cfg, overrides)
+        OmegaConf.resolve(cfg)
+        out = Path(tmp) / "evaluation"
+        evaluation = evaluate_checkpoint(cfg, checkpoint, out)
+        metrics = {f"eval/{data_name}/{k.split('/', 1)[1]}": v for k, v in evaluation.metrics.items()}
+        tracker.log_metrics(run_id, metrics, synchronous=True)
+        tracker.log_artifacts(run_id, out, f"evaluation/{data_name}")
+    print(f"run {run_id} ({run.info.run_name}) on {data_name} test split: "
+          + ", ".join(f"{k.rsplit('/', 1)[1]}={v:.4f}" for k, v in sorted(metrics.items()) if not k.endswith("loss"))
+          + f"; logged to the run as eval/{data_name}/*")
+    return metrics

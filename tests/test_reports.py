@@ -1,0 +1,135 @@
+"""`sweeper compare` and `sweeper evaluate` on a small recorded study (and on odd ones)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from sweeper.tracking.mlflow import MlflowTracker
+
+pytestmark = pytest.mark.integration
+
+
+def cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([sys.executable, "-m", "sweeper", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory) -> Path:
+    """Two small studies recorded in one store, the way `sweeper sweep` records them."""
+    cwd = tmp_path_factory.mktemp("recorded")
+    common = ["model=mlp", "trainer.accelerator=cpu", "trainer.max_epochs=2", "search.register_model=false"]
+    for name, n in (("alpha", 3), ("beta", 2)):
+        out = cli(cwd, "sweep", *common, f"search.study_name={name}", f"search.n_trials={n}",
+                  "search/pruner=none")
+        assert out.returncode == 0, out.stderr + out.stdout
+    return cwd
+
+
+def test_compare_latest_study_table(recorded):
+    out = cli(recorded, "compare")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("study 'beta' (finished): 2 trials, 2 complete")
+    header = next(line for line in out.stdout.splitlines() if line.startswith("trial"))
+    for column in ("state", "val/acc", "epochs", "duration_s", "data.batch_size", "optimizer.lr"):
+        assert column in header
+
+
+def test_compare_formats_agree(recorded):
+    as_json = json.loads(cli(recorded, "compare", "alpha", "--format", "json").stdout)
+    assert len(as_json) == 3 and all(row["state"] == "COMPLETE" for row in as_json)
+    values = [row["val/acc"] for row in as_json]
+    assert values == sorted(values, reverse=True)  # best first
+    rows = list(csv.DictReader(io.StringIO(cli(recorded, "compare", "alpha", "--format", "csv").stdout)))
+    assert [int(r["trial"]) for r in rows] == [row["trial"] for row in as_json]
+    markdown = cli(recorded, "compare", "alpha", "--format", "markdown").stdout
+    assert "| trial | state | val/acc |" in markdown and markdown.count("| COMPLETE |") == 3
+
+
+def test_compare_two_studies_side_by_side(recorded):
+    out = cli(recorded, "compare", "alpha", "beta", "--format", "json")
+    assert out.returncode == 0, out.stderr
+    alpha, beta = json.loads(out.stdout)
+    assert (alpha["study"], alpha["trials"], beta["trials"]) == ("alpha", 3, 2)
+    assert alpha["epochs"] == 6 and 1 <= alpha["trials_to_best"] <= 3
+    assert alpha["epochs_to_best"] == 2 * alpha["trials_to_best"]
+    table = cli(recorded, "compare", "alpha", "beta").stdout
+    assert "trials_to_best" in table and "alpha" in table.splitlines()[0]
+
+
+def test_compare_a_running_study(recorded, tmp_path):
+    """A study still running: its unfinished trial shows as RUNNING with its latest value."""
+    uri = f"sqlite:///{recorded / 'mlflow.db'}"
+    tracker = MlflowTracker(uri, "sweeper")
+    parent = tracker.start_run("gamma", {"sweeper.role": "parent", "study": "gamma", "metric": "val/acc",
+                                         "direction": "maximize"})
+    child = tracker.start_run("trial-0000", {"sweeper.role": "trial", "trial_number": 0}, parent)
+    tracker.log_metrics(child, {"val/acc": 0.5}, step=0, synchronous=True)
+    out = cli(recorded, "compare", "gamma", "--format", "json")
+    assert out.returncode == 0, out.stderr
+    (row,) = json.loads(out.stdout)
+    assert row["state"] == "RUNNING" and row["val/acc"] == 0.5
+    tracker.end_run(child)
+    tracker.end_run(parent)
+
+
+def test_compare_errors_are_one_line_exit_2(recorded, tmp_path):
+    uri = f"sqlite:///{recorded / 'mlflow.db'}"
+    tracker = MlflowTracker(uri, "sweeper")
+    empty = tracker.start_run("empty", {"sweeper.role": "parent", "study": "empty"})
+    tracker.end_run(empty)
+    for args, text in (
+        (["compare", "empty"], "has no trials yet"),
+        (["compare", "nope"], "no study 'nope'"),
+        (["compare", "a", "b", "c"], "at most two"),
+    ):
+        out = cli(recorded, *args)
+        assert out.returncode == 2 and text in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    fresh = cli(tmp_path, "compare")
+    assert fresh.returncode == 2 and "run `sweeper sweep` first" in fresh.stderr
+
+
+def test_sweep_left_plots_and_evaluation_on_its_runs(recorded):
+    client = MlflowClient(f"sqlite:///{recorded / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("sweeper")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    (parent,) = client.search_runs([exp.experiment_id], "tags.study = 'alpha' and tags.`sweeper.role` = 'parent'")
+    plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    for name in ("optimization_history", "param_importances", "parallel_coordinate",
+                 "intermediate_values", "slice", "contour"):
+        assert {f"plots/{name}.html", f"plots/{name}.png"} <= plots, name
+    evaluation = {a.path for a in client.list_artifacts(parent.info.run_id, "evaluation")}
+    assert {"evaluation/confusion_matrix.png", "evaluation/per_class.csv"} <= evaluation
+    best = parent.data.tags["best_trial"]
+    (child,) = client.search_runs([exp.experiment_id], f"tags.study = 'alpha' and tags.trial_number = '{best}'")
+    assert "evaluation/per_class.html" in {a.path for a in client.list_artifacts(child.info.run_id, "evaluation")}
+    assert child.data.metrics["test/acc"] == pytest.approx(parent.data.metrics["test/acc"])
+
+
+def test_evaluate_a_study_and_a_run(recorded):
+    out = cli(recorded, "evaluate", "alpha")
+    assert out.returncode == 0, out.stderr
+    client = MlflowClient(f"sqlite:///{recorded / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("sweeper")
+    (parent,) = client.search_runs([exp.experiment_id], "tags.study = 'alpha' and tags.`sweeper.role` = 'parent'")
+    (child,) = client.search_runs([exp.experiment_id],
+                                  f"tags.study = 'alpha' and tags.trial_number = '{parent.data.tags['best_trial']}'")
+    # the same checkpoint on the same split scores what the sweep logged
+    assert child.data.metrics["eval/digits/acc"] == pytest.approx(child.data.metrics["test/acc"])
+    # another data config: a different split seed
+    out = cli(recorded, "evaluate", child.info.run_id, "data.seed=7")
+    assert out.returncode == 0, out.stderr
+    bad = cli(recorded, "evaluate", child.info.run_id, "data=mnist", "data.root=/nowhere")
+    assert bad.returncode == 2 and "data.download=true" in bad.stderr
+    missing = cli(recorded, "evaluate", "0" * 32)
+    assert missing.returncode == 2 and "no MLflow run" in missing.stderr
