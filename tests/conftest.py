@@ -78,3 +78,23 @@ def mlflow_runs(uri: str, experiment: str = "sweeper") -> list:
         return []
     runs = client.search_runs([exp.experiment_id], max_results=1000)
     return sorted(runs, key=lambda r: r.info.start_time)
+
+
+def cli(cwd: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m sweeper ARGS`` in ``cwd``."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env.pop("SWEEPER_DDP_CONFIG", None)
+    return subprocess.run([sys.executable, "-m", "sweeper", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def recorded(tmp_path_factory) -> Path:
+    """Two small studies recorded in one store, the way `sweeper sweep` records them."""
+    cwd = tmp_path_factory.mktemp("recorded")
+    common = ["model=mlp", "trainer.accelerator=cpu", "trainer.max_epochs=2", "search.register_model=false"]
+    for name, n in (("alpha", 3), ("beta", 2)):
+        out = cli(cwd, "sweep", *common, f"search.study_name={name}", f"search.n_trials={n}",
+                  "search/pruner=none")
+        assert out.returncode == 0, out.stderr + out.stdout
+    return cwd

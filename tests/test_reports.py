@@ -5,35 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from sweeper.tracking.mlflow import MlflowTracker
+from tests.conftest import cli
 
 pytestmark = pytest.mark.integration
-
-
-def cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([sys.executable, "-m", "sweeper", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
-
-
-@pytest.fixture(scope="module")
-def recorded(tmp_path_factory) -> Path:
-    """Two small studies recorded in one store, the way `sweeper sweep` records them."""
-    cwd = tmp_path_factory.mktemp("recorded")
-    common = ["model=mlp", "trainer.accelerator=cpu", "trainer.max_epochs=2", "search.register_model=false"]
-    for name, n in (("alpha", 3), ("beta", 2)):
-        out = cli(cwd, "sweep", *common, f"search.study_name={name}", f"search.n_trials={n}",
-                  "search/pruner=none")
-        assert out.returncode == 0, out.stderr + out.stdout
-    return cwd
 
 
 def test_compare_latest_study_table(recorded):
