@@ -171,6 +171,9 @@ def register_model(uri: str, run_id: str, checkpoint: str | Path, name: str) -> 
         f"torchmetrics=={torchmetrics.__version__}",
         f"sweeper=={__version__}",
     ]
+    # We log a pickled module on purpose: torch.export (the 'pt2' format) specialises the
+    # batch dimension to the example's size. MLflow warns about pickle at every save.
+    logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
     mlflow.set_tracking_uri(uri)
     with mlflow.start_run(run_id=run_id):
         info = mlflow.pytorch.log_model(

@@ -1,0 +1,362 @@
+"""sweeper benchmarks: framework overhead, pruning payoff, worker scaling, start-up, tracking cost.
+
+    python benchmarks/bench.py                 # everything, default sizes
+    python benchmarks/bench.py overhead startup --repeats 3
+
+Each comparison runs in one invocation, alternating the contenders, and reports the
+median of the repeats and ratios. Prints tables headed by a description of the machine.
+Nothing here asserts a target: the tables are the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SWEEPER = [sys.executable, "-m", "sweeper"]
+
+
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, {gpu}; Python {platform.python_version()}, "
+            f"torch {torch.__version__}, threads {torch.get_num_threads()}")
+
+
+def table(title: str, headers: list[str], rows: list[list[object]]) -> None:
+    cells = [[f"{v:.3f}" if isinstance(v, float) else str(v) for v in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    print(f"\n### {title}\n")
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for r in cells:
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |")
+    sys.stdout.flush()
+
+
+# --------------------------------------------------------------------------- data
+
+
+def write_synthetic_idx(root: Path, n_train: int = 10_000, n_test: int = 2_000, seed: int = 0) -> None:
+    """28x28 images in 10 classes: a class-specific blob pattern plus noise (MNIST layout)."""
+    from sweeper.data import write_idx
+    from sweeper.data.mnist import FILES
+
+    rng = np.random.default_rng(seed)
+    prototypes = rng.random((10, 28, 28)) ** 3 * 255
+
+    def make(n: int) -> tuple[np.ndarray, np.ndarray]:
+        y = rng.integers(0, 10, n)
+        x = 0.6 * prototypes[y] + rng.normal(0, 60, (n, 28, 28))
+        return np.clip(x, 0, 255).astype(np.uint8), y.astype(np.uint8)
+
+    root.mkdir(parents=True, exist_ok=True)
+    (xtr, ytr), (xte, yte) = make(n_train), make(n_test)
+    for key, arr in (("train_images", xtr), ("train_labels", ytr), ("test_images", xte), ("test_labels", yte)):
+        write_idx(root / f"{FILES[key]}.gz", arr)
+
+
+WORKLOADS = {
+    "mlp-digits": ["model=mlp", "data=digits", "data.batch_size=64"],
+    "cnn-28x28": ["model=cnn", "data=mnist", "data.batch_size=128", "data.val_size=1000"],
+}
+
+
+# ---------------------------------------------------------------------- overhead
+
+
+def _cfg(overrides: list[str], root: Path, uri: str):
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    from sweeper.paths import conf_dir
+
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose("train", overrides=[*overrides, "trainer.accelerator=cpu", "progress_bar=false",
+                                          f"tracking.uri={uri}", f"+data.root={root}"]
+                      if "data=mnist" in overrides else
+                      [*overrides, "trainer.accelerator=cpu", "progress_bar=false", f"tracking.uri={uri}"])
+    with open_dict(cfg):
+        cfg.pop("hydra", None)
+    return cfg
+
+
+def plain_loop(cfg) -> float:
+    """(a) the same model, data, epochs and seed, in a hand-written PyTorch loop."""
+    import torch
+    import torch.nn.functional as F
+    from hydra.utils import instantiate
+
+    torch.manual_seed(cfg.seed)
+    dm = instantiate(cfg.data, _convert_="all")
+    dm.setup()
+    net = instantiate(cfg.model, _convert_="all", input_shape=list(dm.input_shape), num_classes=dm.num_classes)
+    opt = instantiate(cfg.optimizer, _convert_="all")(net.parameters())
+    start = time.perf_counter()
+    for _ in range(cfg.trainer.max_epochs):
+        net.train()
+        for x, y in dm.train_dataloader():
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(net(x), y).backward()
+            opt.step()
+        net.eval()
+        with torch.no_grad():
+            correct = sum((net(x).argmax(1) == y).sum().item() for x, y in dm.val_dataloader())
+    _ = correct
+    return time.perf_counter() - start
+
+
+def sweeper_train(cfg, out: Path) -> float:
+    """(b) `sweeper train` in-process: run_training with MLflow tracking and checkpoints."""
+    from sweeper.training import run_training
+
+    start = time.perf_counter()
+    run_training(cfg, out)
+    return time.perf_counter() - start
+
+
+class Timed:
+    """Sums the wall time spent in chosen functions (MLflow and Optuna calls)."""
+
+    def __init__(self) -> None:
+        self.spent: dict[str, float] = {}
+        self._undo: list[Callable[[], None]] = []
+
+    def wrap(self, owner: object, name: str, label: str) -> None:
+        original = getattr(owner, name)
+
+        def timed(*args, **kwargs):
+            t = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.spent[label] = self.spent.get(label, 0.0) + time.perf_counter() - t
+
+        setattr(owner, name, timed)
+        self._undo.append(lambda: setattr(owner, name, original))
+
+    def restore(self) -> None:
+        for undo in reversed(self._undo):
+            undo()
+
+
+def sweep_trial(overrides: list[str], root: Path, work: Path, timed: Timed | None = None) -> float:
+    """(c) one trial of `sweeper sweep`: the worker's own code path (ask, compose the trial's
+    config, train with pruning and MLflow child run, tell), in-process."""
+    import optuna
+    from hydra import initialize_config_dir
+
+    from sweeper.paths import conf_dir
+    from sweeper.search.plan import SweepPlan
+    from sweeper.search.settings import parse_settings
+    from sweeper.search.storage import default_storage, open_storage
+    from sweeper.search.worker import Worker, compose_sweep
+
+    work.mkdir(parents=True, exist_ok=True)
+    uri = f"sqlite:///{work / 'mlflow.db'}"
+    extra = [f"+data.root={root}"] if "data=mnist" in overrides else []
+    base = [*overrides, *extra, "trainer.accelerator=cpu", f"tracking.uri={uri}", "search.n_trials=1",
+            "search.study_name=bench", "search/pruner=median", "search/params=none",
+            "+search.params.optimizer.lr={choices:[0.001]}"]
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose_sweep(base)
+        settings = parse_settings(cfg.search, {"search/sampler": "tpe", "search/pruner": "median"})
+        storage_url = default_storage(work)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        optuna.create_study(study_name="bench", storage=open_storage(storage_url), direction="maximize")
+        from dataclasses import asdict
+
+        from sweeper.tracking.mlflow import MlflowTracker
+
+        tracker = MlflowTracker(uri, "sweeper")
+        parent = tracker.start_run("bench", {"sweeper.role": "parent"})
+        plan = SweepPlan(study_name="bench", storage=storage_url, study_dir=str(work), overrides=base,
+                         choices={}, settings=asdict(settings), parent_run_id=parent,
+                         started_at=time.time() - 1)
+        worker = Worker(plan, 0)
+        start = time.perf_counter()
+        claimed = worker._claim()
+        trial, values = claimed
+        worker._run_trial(trial, values)
+        elapsed = time.perf_counter() - start
+        tracker.end_run(parent)
+    return elapsed
+
+
+def bench_overhead(args: argparse.Namespace) -> None:
+    import mlflow.tracking
+    import optuna
+
+    from sweeper.tracking import mlflow as smlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        root = tmp_path / "synthetic"
+        write_synthetic_idx(root)
+        rows, costs = [], []
+        for workload, overrides in WORKLOADS.items():
+            epochs = args.epochs
+            ov = [*overrides, f"trainer.max_epochs={epochs}"]
+            times: dict[str, list[float]] = {"a": [], "b": [], "c": []}
+            shares = []
+            for rep in range(args.repeats):
+                cfg = _cfg(ov, root, f"sqlite:///{tmp_path / f'b{rep}.db'}")
+                times["a"].append(plain_loop(cfg))
+                times["b"].append(sweeper_train(cfg, tmp_path / f"b-{workload}-{rep}"))
+                timed = Timed()
+                for name in ("log_batch", "create_run", "set_terminated", "log_artifact", "get_experiment_by_name"):
+                    timed.wrap(mlflow.tracking.MlflowClient, name, "mlflow")
+                for name in ("ask", "tell"):
+                    timed.wrap(optuna.Study, name, "optuna")
+                for name in ("report", "should_prune", "set_user_attr", "suggest_float", "suggest_categorical"):
+                    timed.wrap(optuna.Trial, name, "optuna")
+                for name in ("flush",):
+                    timed.wrap(smlflow.MlflowTracker, name, "mlflow")
+                try:
+                    total = sweep_trial(ov, root, tmp_path / f"c-{workload}-{rep}")
+                finally:
+                    timed.restore()
+                times["c"].append(total)
+                shares.append((timed.spent.get("mlflow", 0.0), timed.spent.get("optuna", 0.0), total))
+            med = {k: statistics.median(v) for k, v in times.items()}
+            rows.append([workload, epochs, med["a"], med["b"], med["c"], med["b"] / med["a"], med["c"] / med["a"]])
+            m = statistics.median(s[0] for s in shares)
+            o = statistics.median(s[1] for s in shares)
+            t = statistics.median(s[2] for s in shares)
+            costs.append([workload, t, m, o, (m + o) / t * 100])
+        table("Trial overhead (seconds, median of %d; (a) hand-written loop, (b) sweeper train in-process, "
+              "(c) one sweep trial with Optuna and MLflow)" % args.repeats,
+              ["workload", "epochs", "(a) loop", "(b) train", "(c) trial", "(b)/(a)", "(c)/(a)"], rows)
+        table("Tracking cost inside one sweep trial (seconds, median)",
+              ["workload", "trial", "MLflow calls", "Optuna calls", "share %"], costs)
+
+
+# ----------------------------------------------------------------------- pruning
+
+
+def _sweep_cli(cwd: Path, args: list[str], env: dict[str, str] | None = None) -> float:
+    start = time.perf_counter()
+    out = subprocess.run([*SWEEPER, "sweep", *args], cwd=cwd, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})})
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-2000:])
+    return time.perf_counter() - start
+
+
+def _study(cwd: Path, name: str):
+    import optuna
+
+    from sweeper.search.storage import default_storage, open_storage
+
+    storage = open_storage(default_storage(cwd / "outputs" / "sweeps" / name))
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def bench_pruning(args: argparse.Namespace) -> None:
+    rows = []
+    results: dict[str, list[tuple[float, int]]] = {"none": [], "median": [], "hyperband": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in range(args.seeds):
+            for pruner in results:  # alternate the contenders within each seed
+                name = f"p-{pruner}-{seed}"
+                _sweep_cli(Path(tmp), ["model=cnn", f"trainer.max_epochs={args.prune_epochs}",
+                                       f"search.n_trials={args.trials}", f"search.seed={seed}",
+                                       f"search/pruner={pruner}", f"search.study_name={name}",
+                                       "search.register_model=false", "tracking=none"])
+                study = _study(Path(tmp), name)
+                epochs = sum(len(t.intermediate_values) for t in study.trials)
+                results[pruner].append((study.best_value, epochs))
+    base_best = statistics.median(b for b, _ in results["none"])
+    base_epochs = statistics.median(e for _, e in results["none"])
+    for pruner, res in results.items():
+        best = statistics.median(b for b, _ in res)
+        epochs = statistics.median(e for _, e in res)
+        rows.append([pruner, best, (best - base_best) * 100, int(epochs), epochs / base_epochs])
+    table(f"Pruning payoff: {args.trials}-trial TPE sweeps of the digits CNN, {args.prune_epochs} epochs max, "
+          f"median over {args.seeds} seeds",
+          ["pruner", "best val/acc", "vs none (points)", "epochs trained", "epochs vs none"], rows)
+
+
+# ----------------------------------------------------------------------- workers
+
+
+def bench_workers(args: argparse.Namespace) -> None:
+    rows = []
+    per: dict[int, list[float]] = {1: [], 2: []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for rep in range(args.repeats):
+            for workers in (1, 2):
+                name = f"w{workers}-{rep}"
+                _sweep_cli(Path(tmp), ["model=mlp", "trainer.max_epochs=10", f"search.n_trials={args.worker_trials}",
+                                       f"search.workers={workers}", f"search.study_name={name}",
+                                       "search/pruner=none", "search.register_model=false", "tracking=none"])
+                trials = _study(Path(tmp), name).trials
+                first = min(t.datetime_start for t in trials)
+                last = max(t.datetime_complete for t in trials)
+                per[workers].append(len(trials) / ((last - first).total_seconds() / 60))
+    one, two = statistics.median(per[1]), statistics.median(per[2])
+    rows = [[1, one, 1.0], [2, two, two / one]]
+    table(f"Worker scaling: trials per minute (MLP on digits, 10 epochs, {args.worker_trials} trials, "
+          f"median of {args.repeats})", ["workers", "trials/min", "speed-up"], rows)
+
+
+# ----------------------------------------------------------------------- startup
+
+
+def bench_startup(args: argparse.Namespace) -> None:
+    helps, firsts = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for rep in range(args.repeats):
+            t = time.perf_counter()
+            subprocess.run([*SWEEPER, "--help"], capture_output=True, check=True)
+            helps.append(time.perf_counter() - t)
+            name = f"s{rep}"
+            t0 = time.time()
+            _sweep_cli(Path(tmp), ["model=mlp", "trainer.max_epochs=1", "search.n_trials=1", "tracking=none",
+                                   f"search.study_name={name}", "search.register_model=false"])
+            trial = _study(Path(tmp), name).trials[0]
+            firsts.append(trial.datetime_start.timestamp() - t0)
+    table(f"Start-up (seconds, median of {args.repeats})", ["what", "seconds"],
+          [["sweeper --help", statistics.median(helps)],
+           ["sweeper sweep to first trial started", statistics.median(firsts)]])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("which", nargs="*", default=["startup", "overhead", "workers", "pruning"],
+                        choices=["startup", "overhead", "workers", "pruning"])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=5, help="epochs per overhead run")
+    parser.add_argument("--seeds", type=int, default=5, help="seeds per pruner (pruning payoff)")
+    parser.add_argument("--trials", type=int, default=40, help="trials per pruning sweep")
+    parser.add_argument("--prune-epochs", type=int, default=10)
+    parser.add_argument("--worker-trials", type=int, default=12)
+    args = parser.parse_args()
+    print(f"machine: {machine()}")
+    for which in args.which:
+        globals()[f"bench_{which}"](args)
+
+
+if __name__ == "__main__":
+    main()
