@@ -32,7 +32,7 @@ from sweeper.search.report import Progress, table, trials_table
 from sweeper.search.settings import SearchSettings, mask_url, parse_settings
 from sweeper.search.space import SearchSpace, parse_space
 from sweeper.search.storage import default_storage, open_storage
-from sweeper.search.trials import RUN_ID_ATTR, counts, recover_stale
+from sweeper.search.trials import RUN_ID_ATTR, counts, fail_child_run, recover_stale
 
 log = logging.getLogger(__name__)
 
@@ -404,10 +404,7 @@ def run_sweep(cfg: DictConfig, choices: dict[str, str], overrides: list[str]) ->
         tracker = MlflowTracker(cfg.tracking.uri, cfg.tracking.experiment)
 
     def mark_child(trial: Any, reason: str) -> None:
-        run_id = trial.user_attrs.get(RUN_ID_ATTR)
-        if tracker is not None and run_id:
-            tracker.set_tags(run_id, {"state": "FAILED", "failure_reason": reason})
-            tracker.client.set_terminated(run_id, status="FAILED")
+        fail_child_run(tracker, trial, reason)
 
     from filelock import FileLock
 

@@ -72,3 +72,17 @@ def recover_stale(
         maybe_retry(study, trial, retries)
         recovered.append(trial.number)
     return recovered
+
+
+def fail_child_run(tracker: Any, trial: FrozenTrial, reason: str) -> None:
+    """End a trial's MLflow child run FAILED with ``reason``; never blocks the sweep."""
+    run_id = trial.user_attrs.get(RUN_ID_ATTR)
+    if tracker is None or not run_id:
+        return
+    try:
+        tracker.set_tags(run_id, {"state": "FAILED", "failure_reason": reason})
+        tracker.client.set_terminated(run_id, status="FAILED")
+    except Exception as exc:  # the run may live in another store
+        import logging
+
+        logging.getLogger(__name__).warning("could not mark MLflow run %s failed: %s", run_id, exc)

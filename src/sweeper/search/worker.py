@@ -25,6 +25,7 @@ from sweeper.search.trials import (
     FAILURE_KIND_ATTR,
     RUN_ID_ATTR,
     counts,
+    fail_child_run,
     maybe_retry,
     recover_stale,
 )
@@ -120,13 +121,7 @@ class Worker:
     # ----------------------------------------------------------------------- claim
 
     def _mark_child_failed(self, trial: Any, reason: str) -> None:
-        run_id = trial.user_attrs.get(RUN_ID_ATTR)
-        if self.tracker is not None and run_id:
-            try:
-                self.tracker.set_tags(run_id, {"state": "FAILED", "failure_reason": reason})
-                self.tracker.client.set_terminated(run_id, status="FAILED")
-            except Exception as exc:  # the run may live in another store; never block the sweep
-                log.warning("could not mark MLflow run %s failed: %s", run_id, exc)
+        fail_child_run(self.tracker, trial, reason)
 
     def _claim(self) -> tuple[Any, dict[str, Any]] | str:
         """Ask for the next trial, or say why not: done, timeout, failures, wait."""
