@@ -101,20 +101,28 @@ def test_ui_lands_on_the_study_runs_and_shows_its_trials(ui, browser, recorded):
     WebDriverWait(browser, 30).until(lambda _: "trial-0001" in body())
     assert body().count("COMPLETE") >= 2
     if os.environ.get(SCREENSHOT_ENV):
-        browser.save_screenshot(os.environ[SCREENSHOT_ENV])
+        shot = Path(os.environ[SCREENSHOT_ENV])
+        shot.parent.mkdir(parents=True, exist_ok=True)
+        assert browser.save_screenshot(str(shot)), shot
 
-    # a plot artifact of the study opens
+    # a plot artifact of the study opens: MLflow serves artifacts as downloads, and its run
+    # page renders an HTML artifact in a sandboxed frame, which is where a user sees the plot
     client = MlflowClient(f"sqlite:///{recorded / 'mlflow.db'}")
     exp = client.get_experiment_by_name("sweeper")
     (parent,) = client.search_runs([exp.experiment_id], "tags.study = 'beta' and tags.`sweeper.role` = 'parent'")
     artifact = f"{base}/get-artifact?path=plots/optimization_history.html&run_uuid={parent.info.run_id}"
     with urllib.request.urlopen(artifact, timeout=30) as response:
         assert response.status == 200
-    browser.get(artifact)
+    browser.get(f"{base}/#/experiments/{exp.experiment_id}/runs/{parent.info.run_id}"
+                "/artifacts/plots/optimization_history.html")
+    frame = WebDriverWait(browser, 60).until(lambda _: browser.find_elements(By.TAG_NAME, "iframe"))[0]
+    browser.switch_to.frame(frame)
     WebDriverWait(browser, 60).until(
         lambda _: browser.execute_script("return document.querySelectorAll('.plotly .main-svg').length") > 0
     )
     assert "Optimization History" in browser.page_source
+    browser.switch_to.default_content()
+    assert "plots/optimization_history.html" in body()
 
     # Ctrl-C stops the server cleanly
     os.killpg(proc.pid, signal.SIGINT)

@@ -134,7 +134,7 @@ def serve(uri: str, experiment: str, host: str, port: int) -> int:
         else:
             study = f" (latest study '{parent.data.tags.get('study')}')" if parent else ""
             print(f"MLflow UI: {runs_url(base, experiment_id, view_key)}{study}")
-            print("each study's parent run is expanded to its trials; Ctrl-C stops the server", flush=True)
+            print("click + beside a study's parent run to see its trials; Ctrl-C stops the server", flush=True)
         while proc.poll() is None:
             time.sleep(0.5)
         return proc.returncode or 0
