@@ -55,6 +55,8 @@ def ui(recorded):
 @pytest.fixture
 def browser(tmp_path):
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        if os.environ.get("SWEEPER_REQUIRE_BROWSER"):  # set by .ci/run: CI must not skip this
+            pytest.fail("/usr/bin/chromium or /usr/bin/chromedriver is missing")
         pytest.skip("Debian's chromium and chromium-driver are not installed (.ci/run installs them)")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
