@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +26,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEPER = [sys.executable, "-m", "sweeper"]
+# the `sweeper` command as a user runs it (the console script next to this interpreter)
+ENTRY_POINT = ([str(Path(sys.executable).parent / "sweeper")]
+               if (Path(sys.executable).parent / "sweeper").exists() else SWEEPER)
 
 
 def machine() -> str:
@@ -88,10 +92,12 @@ WORKLOADS = {
 
 def _cfg(overrides: list[str], root: Path, uri: str):
     from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
     from omegaconf import open_dict
 
     from sweeper.paths import conf_dir
 
+    GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         cfg = compose("train", overrides=[*overrides, "trainer.accelerator=cpu", "progress_bar=false",
                                           f"tracking.uri={uri}", f"data.root={root}"]
@@ -103,27 +109,56 @@ def _cfg(overrides: list[str], root: Path, uri: str):
 
 
 def plain_loop(cfg) -> float:
-    """(a) the same model, data, epochs and seed, in a hand-written PyTorch loop."""
+    """(a) the same model, data, epochs and seed in a hand-written PyTorch loop: train,
+    validate every epoch, test once at the end."""
     import torch
     import torch.nn.functional as F
     from hydra.utils import instantiate
 
+    start = time.perf_counter()
     torch.manual_seed(cfg.seed)
     dm = instantiate(cfg.data, _convert_="all")
     dm.setup()
     net = instantiate(cfg.model, _convert_="all", input_shape=list(dm.input_shape), num_classes=dm.num_classes)
     opt = instantiate(cfg.optimizer, _convert_="all")(net.parameters())
-    start = time.perf_counter()
+
+    def accuracy(batches) -> float:
+        net.eval()
+        with torch.no_grad():
+            correct = total = 0
+            for x, y in batches:
+                correct += (net(x).argmax(1) == y).sum().item()
+                total += len(y)
+        return correct / total
+
     for _ in range(cfg.trainer.max_epochs):
         net.train()
         for x, y in dm.train_dataloader():
             opt.zero_grad(set_to_none=True)
             F.cross_entropy(net(x), y).backward()
             opt.step()
-        net.eval()
-        with torch.no_grad():
-            correct = sum((net(x).argmax(1) == y).sum().item() for x, y in dm.val_dataloader())
-    _ = correct
+        accuracy(dm.val_dataloader())
+    accuracy(dm.test_dataloader())
+    return time.perf_counter() - start
+
+
+def lightning_floor(cfg) -> float:
+    """(L) the same model and data in a bare Lightning ``Trainer.fit`` and ``test``: no
+    logger, checkpoint, callbacks or sanity check. What Lightning itself costs."""
+    import pytorch_lightning as pl
+
+    from sweeper.training.run import build_datamodule, build_module, quiet_lightning
+
+    quiet_lightning()
+    start = time.perf_counter()
+    pl.seed_everything(cfg.seed, verbose=False)
+    dm = build_datamodule(cfg)
+    module = build_module(cfg, dm.input_shape, dm.num_classes)
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=cfg.trainer.max_epochs, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         num_sanity_val_steps=0, use_distributed_sampler=False)
+    trainer.fit(module, datamodule=dm)
+    trainer.test(module, datamodule=dm, verbose=False)
     return time.perf_counter() - start
 
 
@@ -137,21 +172,30 @@ def sweeper_train(cfg, out: Path) -> float:
 
 
 class Timed:
-    """Sums the wall time spent in chosen functions (MLflow and Optuna calls)."""
+    """Sums the wall time spent in chosen functions, split by whether the training
+    thread waited for it or a background thread ran it. Nested timed calls count once."""
 
     def __init__(self) -> None:
         self.spent: dict[str, float] = {}
         self._undo: list[Callable[[], None]] = []
+        self._depth = threading.local()
 
     def wrap(self, owner: object, name: str, label: str) -> None:
         original = getattr(owner, name)
+        timer = self
 
         def timed(*args, **kwargs):
+            if getattr(timer._depth, "n", 0):
+                return original(*args, **kwargs)
+            timer._depth.n = 1
             t = time.perf_counter()
             try:
                 return original(*args, **kwargs)
             finally:
-                self.spent[label] = self.spent.get(label, 0.0) + time.perf_counter() - t
+                timer._depth.n = 0
+                where = "blocking" if threading.current_thread() is threading.main_thread() else "background"
+                key = f"{label} {where}"
+                timer.spent[key] = timer.spent.get(key, 0.0) + time.perf_counter() - t
 
         setattr(owner, name, timed)
         self._undo.append(lambda: setattr(owner, name, original))
@@ -160,10 +204,15 @@ class Timed:
         for undo in reversed(self._undo):
             undo()
 
+    def reset(self) -> None:
+        self.spent.clear()
 
-def sweep_trial(overrides: list[str], root: Path, work: Path, timed: Timed | None = None) -> float:
-    """(c) one trial of `sweeper sweep`: the worker's own code path (ask, compose the trial's
-    config, train with pruning and MLflow child run, tell), in-process."""
+
+def sweep_worker(overrides: list[str], root: Path, work: Path):
+    """A sweep worker on a fresh study and MLflow parent run, in this process: the code
+    path of every trial of `sweeper sweep` (ask, compose the trial's config, train with the
+    pruning callback and an MLflow child run, tell). The searched value is the default
+    learning rate and the pruner never prunes, so each trial does the same work as (a)."""
     import optuna
     from hydra import initialize_config_dir
 
@@ -172,43 +221,47 @@ def sweep_trial(overrides: list[str], root: Path, work: Path, timed: Timed | Non
     from sweeper.search.settings import parse_settings
     from sweeper.search.storage import default_storage, open_storage
     from sweeper.search.worker import Worker, compose_sweep
+    from sweeper.tracking.mlflow import shared_tracker
 
     work.mkdir(parents=True, exist_ok=True)
     uri = f"sqlite:///{work / 'mlflow.db'}"
     extra = [f"data.root={root}"] if "data=mnist" in overrides else []
-    base = [*overrides, *extra, "trainer.accelerator=cpu", f"tracking.uri={uri}", "search.n_trials=1",
-            "search.study_name=bench", "search/pruner=median", "search/params=none",
+    base = [*overrides, *extra, "trainer.accelerator=cpu", f"tracking.uri={uri}", "search.n_trials=1000",
+            "search.study_name=bench", "search/pruner=none", "search/params=none",
             "+search.params.optimizer.lr={choices:[0.001]}"]
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        cfg = compose_sweep(base)
-        settings = parse_settings(cfg.search, {"search/sampler": "tpe", "search/pruner": "median"})
-        storage_url = default_storage(work)
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        optuna.create_study(study_name="bench", storage=open_storage(storage_url), direction="maximize")
-        from dataclasses import asdict
+    from hydra.core.global_hydra import GlobalHydra
 
-        from sweeper.tracking.mlflow import MlflowTracker
+    GlobalHydra.instance().clear()
+    initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3").__enter__()
+    cfg = compose_sweep(base)
+    settings = parse_settings(cfg.search, {"search/sampler": "tpe", "search/pruner": "none"})
+    storage_url = default_storage(work)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.create_study(study_name="bench", storage=open_storage(storage_url), direction="maximize")
+    from dataclasses import asdict
 
-        tracker = MlflowTracker(uri, "sweeper")
-        parent = tracker.start_run("bench", {"sweeper.role": "parent"})
-        plan = SweepPlan(study_name="bench", storage=storage_url, study_dir=str(work), overrides=base,
-                         choices={}, settings=asdict(settings), parent_run_id=parent,
-                         started_at=time.time() - 1)
-        worker = Worker(plan, 0)
-        start = time.perf_counter()
-        claimed = worker._claim()
-        trial, values = claimed
-        worker._run_trial(trial, values)
-        elapsed = time.perf_counter() - start
-        tracker.end_run(parent)
-    return elapsed
+    tracker = shared_tracker(uri, "sweeper")
+    parent = tracker.start_run("bench", {"sweeper.role": "parent"})
+    plan = SweepPlan(study_name="bench", storage=storage_url, study_dir=str(work), overrides=base,
+                     choices={}, settings=asdict(settings), parent_run_id=parent,
+                     started_at=time.time() - 1)
+    return Worker(plan, 0)
+
+
+def sweep_trial(worker) -> float:
+    """(c) one trial of a running sweep, from asking Optuna to telling it the result."""
+    start = time.perf_counter()
+    claimed = worker._claim()
+    assert not isinstance(claimed, str), claimed
+    worker._run_trial(*claimed)
+    return time.perf_counter() - start
 
 
 def bench_overhead(args: argparse.Namespace) -> None:
     import mlflow.tracking
     import optuna
 
-    from sweeper.tracking import mlflow as smlflow
+    import sweeper.search.worker as sworker
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
@@ -218,38 +271,54 @@ def bench_overhead(args: argparse.Namespace) -> None:
         for workload, overrides in WORKLOADS.items():
             epochs = args.epochs
             ov = [*overrides, f"trainer.max_epochs={epochs}"]
-            times: dict[str, list[float]] = {"a": [], "b": [], "c": []}
+            cfg = _cfg(ov, root, f"sqlite:///{tmp_path / f'{workload}.db'}")
+            worker = sweep_worker(ov, root, tmp_path / f"c-{workload}")
+            # warm-up, untimed: first-call imports and caches of every contender
+            plain_loop(cfg), lightning_floor(cfg), sweeper_train(cfg, tmp_path / f"b-{workload}-warm")
+            sweep_trial(worker)
+            times: dict[str, list[float]] = {"a": [], "L": [], "b": [], "c": []}
             shares = []
-            for rep in range(args.repeats):
-                cfg = _cfg(ov, root, f"sqlite:///{tmp_path / f'b{rep}.db'}")
-                times["a"].append(plain_loop(cfg))
-                times["b"].append(sweeper_train(cfg, tmp_path / f"b-{workload}-{rep}"))
-                timed = Timed()
-                for name in ("log_batch", "create_run", "set_terminated", "log_artifact", "get_experiment_by_name"):
-                    timed.wrap(mlflow.tracking.MlflowClient, name, "mlflow")
-                for name in ("ask", "tell"):
-                    timed.wrap(optuna.Study, name, "optuna")
-                for name in ("report", "should_prune", "set_user_attr", "suggest_float", "suggest_categorical"):
-                    timed.wrap(optuna.Trial, name, "optuna")
-                for name in ("flush",):
-                    timed.wrap(smlflow.MlflowTracker, name, "mlflow")
-                try:
-                    total = sweep_trial(ov, root, tmp_path / f"c-{workload}-{rep}")
-                finally:
-                    timed.restore()
-                times["c"].append(total)
-                shares.append((timed.spent.get("mlflow", 0.0), timed.spent.get("optuna", 0.0), total))
+            timed = Timed()
+            for name in ("create_run", "log_batch", "set_terminated", "log_artifact", "log_artifacts"):
+                timed.wrap(mlflow.tracking.MlflowClient, name, "mlflow")
+            for name in ("ask", "tell", "get_trials"):
+                timed.wrap(optuna.Study, name, "optuna")
+            for name in ("report", "should_prune", "set_user_attr", "suggest_float", "suggest_categorical",
+                         "suggest_int"):
+                timed.wrap(optuna.Trial, name, "optuna")
+            timed.wrap(sworker, "recover_stale", "optuna")
+            try:
+                for rep in range(args.repeats):  # alternate the contenders
+                    times["a"].append(plain_loop(cfg))
+                    times["L"].append(lightning_floor(cfg))
+                    times["b"].append(sweeper_train(cfg, tmp_path / f"b-{workload}-{rep}"))
+                    worker.tracker.flush()  # (b)'s background writes end before (c) starts
+                    timed.reset()
+                    total = sweep_trial(worker)
+                    worker.tracker.flush()
+                    times["c"].append(total)
+                    shares.append({**timed.spent, "trial": total})
+            finally:
+                timed.restore()
             med = {k: statistics.median(v) for k, v in times.items()}
-            rows.append([workload, epochs, med["a"], med["b"], med["c"], med["b"] / med["a"], med["c"] / med["a"]])
-            m = statistics.median(s[0] for s in shares)
-            o = statistics.median(s[1] for s in shares)
-            t = statistics.median(s[2] for s in shares)
-            costs.append([workload, t, m, o, (m + o) / t * 100])
-        table("Trial overhead (seconds, median of %d; (a) hand-written loop, (b) sweeper train in-process, "
-              "(c) one sweep trial with Optuna and MLflow)" % args.repeats,
-              ["workload", "epochs", "(a) loop", "(b) train", "(c) trial", "(b)/(a)", "(c)/(a)"], rows)
-        table("Tracking cost inside one sweep trial (seconds, median)",
-              ["workload", "trial", "MLflow calls", "Optuna calls", "share %"], costs)
+            rows.append([workload, epochs, med["a"], med["L"], med["b"], med["c"], med["L"] / med["a"],
+                         med["b"] / med["a"], med["c"] / med["a"], med["c"] / med["L"]])
+
+            def m(key: str) -> float:
+                return statistics.median(s.get(key, 0.0) for s in shares)
+
+            blocking = m("mlflow blocking") + m("optuna blocking")
+            costs.append([workload, m("trial"), m("mlflow blocking"), m("optuna blocking"),
+                          blocking / m("trial") * 100, m("mlflow background")])
+        table("Trial overhead (seconds, median of %d; (a) hand-written loop, (L) bare Lightning fit + test, "
+              "(b) sweeper train in-process, (c) one trial of a running sweep with Optuna and MLflow)"
+              % args.repeats,
+              ["workload", "epochs", "(a) loop", "(L) Lightning", "(b) train", "(c) trial", "(L)/(a)", "(b)/(a)",
+               "(c)/(a)", "(c)/(L)"], rows)
+        table("Tracking cost inside one sweep trial (seconds, median): calls the trial waits for, "
+              "and MLflow writes done by the background writer meanwhile",
+              ["workload", "trial", "MLflow (waited)", "Optuna (waited)", "waited share %",
+               "MLflow (background)"], costs)
 
 
 # ----------------------------------------------------------------------- pruning
@@ -278,7 +347,8 @@ def bench_pruning(args: argparse.Namespace) -> None:
     from optuna.trial import TrialState
 
     rows, raw = [], []
-    results: dict[str, list[tuple[float, int, int]]] = {"none": [], "median": [], "hyperband": []}
+    results: dict[str, list[tuple[float, int, int]]] = {
+        "none": [], "median": [], "hyperband": [], "successive_halving": []}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(args.seeds):
             for pruner in results:  # alternate the contenders within each seed
@@ -342,7 +412,7 @@ def bench_startup(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(args.repeats):
             t = time.perf_counter()
-            subprocess.run([*SWEEPER, "--help"], capture_output=True, check=True)
+            subprocess.run([*ENTRY_POINT, "--help"], capture_output=True, check=True)
             helps.append(time.perf_counter() - t)
             name = f"s{rep}"
             t0 = time.time()

@@ -41,6 +41,38 @@ def test_tracker_batches_params_and_flushes_async_metrics(tmp_path):
     assert MlflowTracker(uri, "exp").experiment_id == tracker.experiment_id  # reuses the experiment
 
 
+def test_metrics_are_coalesced_into_few_writes_and_none_is_lost(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    tracker = MlflowTracker(uri, "exp")
+    run_id = tracker.start_run("r")
+    writes = []
+    original = tracker.client.log_batch
+    monkeypatch.setattr(tracker.client, "log_batch", lambda *a, **k: (writes.append(k), original(*a, **k))[1])
+    for step in range(50):  # 50 epochs in well under METRIC_INTERVAL_S
+        tracker.log_metrics(run_id, {"train/loss": 1 / (step + 1), "val/acc": step / 100}, step=step)
+    tracker.set_tags(run_id, {"state": "COMPLETE"})
+    tracker.end_run(run_id, wait=False)
+    tracker.flush()
+    history = MlflowClient(uri).get_metric_history(run_id, "val/acc")
+    assert [m.step for m in history] == list(range(50))
+    assert len(writes) <= 3  # the first epoch at once, the rest with the tags
+    run = MlflowClient(uri).get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["state"] == "COMPLETE"
+
+
+def test_a_failed_write_is_reported_and_does_not_stop_later_writes(tmp_path, caplog):
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    tracker = MlflowTracker(uri, "exp")
+    run_id = tracker.start_run("r")
+    tracker.set_tags("no-such-run", {"a": 1})
+    tracker.log_metrics(run_id, {"val/acc": 0.5}, step=0)
+    with caplog.at_level("WARNING"):
+        tracker.end_run(run_id)
+    assert "MLflow write log_batch failed" in caplog.text
+    assert MlflowClient(uri).get_run(run_id).info.status == "FINISHED"
+    assert [m.value for m in MlflowClient(uri).get_metric_history(run_id, "val/acc")] == [0.5]
+
+
 def test_unusable_store_is_a_user_error(tmp_path):
     with pytest.raises(SweeperError, match="tracking.uri"):
         MlflowTracker("bogus-scheme://x", "exp")

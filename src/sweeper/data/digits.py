@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 from sklearn.datasets import load_digits
@@ -44,7 +46,7 @@ class DigitsDataModule(InMemoryDataModule):
         self.test_fraction = test_fraction
 
     def _load(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        images, labels = load_digits(return_X_y=True)
+        images, labels = _digits()
         images = images.astype(np.float32).reshape(-1, *self.input_shape)
         idx = np.arange(len(labels))
         rest, test = train_test_split(
@@ -61,3 +63,12 @@ class DigitsDataModule(InMemoryDataModule):
         x = torch.from_numpy(images)
         y = torch.from_numpy(labels.astype(np.int64))
         return {name: (x[part], y[part]) for name, part in (("train", train), ("val", val), ("test", test))}
+
+
+@functools.lru_cache(maxsize=1)
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    """The bundled dataset, read once per process (a sweep's trials share it)."""
+    images, labels = load_digits(return_X_y=True)
+    images.setflags(write=False)
+    labels.setflags(write=False)
+    return images, labels

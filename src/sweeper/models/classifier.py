@@ -82,7 +82,7 @@ class Classifier(pl.LightningModule):
         )
         num_classes = net.num_classes
         self.diverged: str | None = None
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self._train_sums: torch.Tensor | None = None  # loss * n, correct, n over the epoch
         self.val_metrics = _metrics(num_classes, "val/")
         self.test_metrics = _metrics(num_classes, "test/")
 
@@ -107,17 +107,28 @@ class Classifier(pl.LightningModule):
         x, y = batch
         logits = self(x)
         loss = F.cross_entropy(logits, y)
-        self.train_acc(logits, y)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, sync_dist=True)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        # Summed on the device and logged once per epoch: a per-step ``self.log`` costs
+        # more than a small model's whole step.
+        with torch.no_grad():
+            sums = torch.stack([loss.detach() * y.numel(), (logits.argmax(1) == y).sum().to(loss.dtype),
+                                torch.tensor(float(y.numel()), device=loss.device, dtype=loss.dtype)])
+            self._train_sums = sums if self._train_sums is None else self._train_sums + sums
         return loss
 
+    def on_train_epoch_start(self) -> None:
+        self._train_sums = None
+
     def on_train_epoch_end(self) -> None:
-        # Checked once per epoch, on the synced mean, so no step pays for a device sync.
+        if self._train_sums is None:
+            return
+        sums = self.trainer.strategy.reduce(self._train_sums, reduce_op="sum")  # all ranks' samples
+        self._train_sums = None
+        loss, acc = sums[0] / sums[2], sums[1] / sums[2]
+        self.log_dict({"train/loss": loss, "train/acc": acc})
+        # Checked once per epoch, on the all-rank mean, so no step pays for a device sync.
         # Stopping through should_stop (not an exception) lets DDP ranks leave together;
         # ``check_diverged`` raises after fit.
-        loss = self.trainer.callback_metrics.get("train/loss")
-        if loss is not None and not torch.isfinite(loss):
+        if not torch.isfinite(loss):
             self.diverged = (
                 f"training diverged: train/loss is {loss.item()} at epoch {self.current_epoch}; "
                 "lower optimizer.lr or add gradient clipping (trainer.gradient_clip_val=1.0)"

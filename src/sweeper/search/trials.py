@@ -81,7 +81,7 @@ def fail_child_run(tracker: Any, trial: FrozenTrial, reason: str) -> None:
         return
     try:
         tracker.set_tags(run_id, {"state": "FAILED", "failure_reason": reason})
-        tracker.client.set_terminated(run_id, status="FAILED")
+        tracker.end_run(run_id, "FAILED")
     except Exception as exc:  # the run may live in another store
         import logging
 

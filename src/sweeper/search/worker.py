@@ -7,6 +7,8 @@ ends with exactly ``n_trials`` finished trials.
 
 from __future__ import annotations
 
+import copy
+
 import logging
 import math
 import time
@@ -43,14 +45,27 @@ def compose_sweep(overrides: list[str]) -> DictConfig:
     return compose(config_name="sweep", overrides=overrides)
 
 
-def trial_config(base_overrides: list[str], values: dict[str, Any], plan: SweepPlan) -> DictConfig:
-    """The training config of one trial: the sweep's config with the sampled values."""
+def trial_config(
+    base_overrides: list[str], values: dict[str, Any], plan: SweepPlan,
+    cache: dict[tuple[str, ...], DictConfig] | None = None,
+) -> DictConfig:
+    """The training config of one trial: the sweep's config with the sampled values.
+
+    Hydra composes once per combination of config-group choices (``cache`` keeps them);
+    the sampled values of plain keys are set on a copy.
+    """
     settings = plan.search
     groups, keys = split_overrides(values)
-    cfg = compose_sweep([*base_overrides, *groups])
-    with open_dict(cfg):
-        cfg.pop("search", None)
-        cfg.pop("hydra", None)
+    key = tuple(groups)
+    composed = cache.get(key) if cache is not None else None
+    if composed is None:
+        composed = compose_sweep([*base_overrides, *groups])
+        with open_dict(composed):
+            composed.pop("search", None)
+            composed.pop("hydra", None)
+        if cache is not None:
+            cache[key] = composed
+    cfg = copy.deepcopy(composed)
     for key, value in keys.items():
         if OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT:
             raise ConfigError(f"search.params.{key}: key not in this trial's config ({', '.join(groups)})")
@@ -100,11 +115,12 @@ class Worker:
             study_name=plan.study_name, storage=self.storage, sampler=sampler, pruner=pruner
         )
         self.study_id = self.storage.get_study_id_from_name(plan.study_name)
+        self._configs: dict[tuple[str, ...], DictConfig] = {}
         self.tracker = None
         if plan.tracking_enabled:
-            from sweeper.tracking.mlflow import MlflowTracker
+            from sweeper.tracking.mlflow import shared_tracker
 
-            self.tracker = MlflowTracker(base.tracking.uri, base.tracking.experiment)
+            self.tracker = shared_tracker(base.tracking.uri, base.tracking.experiment)
 
     def _sampler(self, base: DictConfig) -> Any:
         node = base.search.sampler
@@ -153,17 +169,21 @@ class Worker:
     # ------------------------------------------------------------------------- run
 
     def run(self) -> int:
-        while True:
-            claimed = self._claim()
-            if claimed == "wait":
-                time.sleep(1.0)
-                continue
-            if claimed == "failures":
-                return EXIT_FAILURES
-            if isinstance(claimed, str):
-                return 0
-            trial, values = claimed
-            self._run_trial(trial, values)
+        try:
+            while True:
+                claimed = self._claim()
+                if claimed == "wait":
+                    time.sleep(1.0)
+                    continue
+                if claimed == "failures":
+                    return EXIT_FAILURES
+                if isinstance(claimed, str):
+                    return 0
+                trial, values = claimed
+                self._run_trial(trial, values)
+        finally:
+            if self.tracker is not None:
+                self.tracker.flush()  # the last trials' MLflow writes, before the process ends
 
     def _fail(self, trial: Any, reason: str, kind: str, retry: bool) -> None:
         from optuna.trial import TrialState
@@ -182,7 +202,7 @@ class Worker:
 
         settings = self.settings
         try:
-            cfg = trial_config(self.plan.overrides, values, self.plan)
+            cfg = trial_config(self.plan.overrides, values, self.plan, self._configs)
         except SweeperError as exc:
             self._fail(trial, str(exc), "error", retry=False)
             return
@@ -214,6 +234,7 @@ class Worker:
                 tags=tags,
                 track=self.plan.tracking_enabled,
                 run_started=started,
+                wait_for_tracking=False,
             )
         except KeyboardInterrupt:
             self._fail(trial, "interrupted (Ctrl-C)", "interrupted", retry=True)

@@ -1,16 +1,22 @@
 """MLflow runs, written through ``MlflowClient`` (no global active-run state).
 
-Metrics are sent with MLflow's asynchronous logging, so a training epoch never
-waits on the store; :meth:`MlflowTracker.end_run` waits for them before it closes
-the run.
+Only creating a run waits on the store. Every other write (params, metrics, tags,
+artifacts, the run's end) goes in order through one background thread per tracker,
+so training never waits on a tracking round trip. :meth:`MlflowTracker.end_run` waits
+for the run's writes unless told not to (a sweep's worker goes on to its next trial
+and waits once, before it exits); pending writes are also finished at interpreter exit.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import queue
 import subprocess
+import threading
 import time
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,6 +30,10 @@ log = logging.getLogger(__name__)
 
 # MLflow limits (mlflow.utils.validation): 100 params / 1000 metrics per batch, 6000 chars a value.
 _PARAMS_PER_BATCH = 100
+_METRICS_PER_BATCH = 1000
+# Metrics of a run are sent at most this often (and whenever anything else of the run is):
+# a short run then costs a store a handful of writes, a long one shows each epoch live.
+METRIC_INTERVAL_S = 1.0
 _MAX_PARAM_CHARS = 6000
 
 FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
@@ -40,6 +50,63 @@ def git_commit(cwd: str | Path | None = None) -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+class _Writer:
+    """Performs submitted calls in order on one daemon thread.
+
+    A failed write is logged as a warning and does not stop the writes after it
+    (tracking must never end a training run). ``drain`` waits until every call
+    submitted before it has run.
+    """
+
+    _all: weakref.WeakSet[_Writer] = weakref.WeakSet()
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self.failures = 0
+
+    def submit(self, fn: Any, *args: Any, **kwargs: Any) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            with self._start_lock:
+                if self._thread is None or not self._thread.is_alive():
+                    self._thread = threading.Thread(target=self._loop, name="sweeper-mlflow", daemon=True)
+                    self._thread.start()
+                    _Writer._all.add(self)
+        self._queue.put((fn, args, kwargs))
+
+    def drain(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            return
+        done = threading.Event()
+        self._queue.put(done)
+        done.wait()
+
+    def _loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if isinstance(item, threading.Event):
+                item.set()
+                continue
+            fn, args, kwargs = item
+            try:
+                fn(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - reported, never raised into training
+                self.failures += 1
+                log.warning("MLflow write %s failed: %s", getattr(fn, "__name__", fn), exc)
+
+
+_trackers: weakref.WeakSet[MlflowTracker] = weakref.WeakSet()
+
+
+@atexit.register
+def _drain_all_writers() -> None:
+    for tracker in list(_trackers):
+        tracker.flush()
+    for writer in list(_Writer._all):
+        writer.drain()
 
 
 class MlflowTracker:
@@ -69,7 +136,11 @@ class MlflowTracker:
                 f"tracking.uri: cannot open MLflow store {uri!r}: {first}; "
                 "fix tracking.uri or turn tracking off with tracking=none"
             ) from exc
-        self._pending: dict[str, list[Any]] = {}
+        self._writer = _Writer()
+        self._metrics: dict[str, list[Any]] = {}  # run id -> metrics not sent yet
+        self._metrics_sent: dict[str, float] = {}
+        self._lock = threading.Lock()
+        _trackers.add(self)
 
     def _experiment_id(self, name: str) -> str:
         from mlflow.exceptions import MlflowException
@@ -103,6 +174,23 @@ class MlflowTracker:
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=all_tags)
         return run.info.run_id
 
+    def _take_metrics(self, run_id: str) -> list[Any]:
+        with self._lock:
+            self._metrics_sent[run_id] = time.monotonic()
+            return self._metrics.pop(run_id, [])
+
+    def _send(self, run_id: str, metrics: list[Any] = (), params: list[Any] = (), tags: list[Any] = ()) -> None:
+        metrics = list(metrics)
+        while metrics or params or tags:
+            self._writer.submit(self.client.log_batch, run_id, metrics=metrics[:_METRICS_PER_BATCH],
+                                params=list(params), tags=list(tags))
+            metrics, params, tags = metrics[_METRICS_PER_BATCH:], (), ()
+
+    def _send_metrics(self, run_id: str) -> None:
+        metrics = self._take_metrics(run_id)
+        if metrics:
+            self._send(run_id, metrics)
+
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
 
@@ -110,44 +198,74 @@ class MlflowTracker:
             Param(str(k)[:250], "None" if v is None else str(v)[:_MAX_PARAM_CHARS])
             for k, v in params.items()
         ]
+        self._send_metrics(run_id)
         for start in range(0, len(items), _PARAMS_PER_BATCH):
-            self.client.log_batch(run_id, params=items[start : start + _PARAMS_PER_BATCH])
+            self._send(run_id, params=items[start : start + _PARAMS_PER_BATCH])
 
-    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
+    def set_tags(self, run_id: str, tags: Mapping[str, Any], synchronous: bool = False) -> None:
+        """Set tags (with any metrics not sent yet, in the same write)."""
         from mlflow.entities import RunTag
 
         items = [RunTag(str(k), str(v)) for k, v in tags.items() if v is not None]
-        if items:
-            self.client.log_batch(run_id, tags=items)
+        self._send(run_id, self._take_metrics(run_id), tags=items)
+        if synchronous:
+            self.flush()
 
     def log_metrics(
         self, run_id: str, metrics: Mapping[str, float], step: int = 0, synchronous: bool = False
     ) -> None:
+        """Queue metrics; they are sent with the run's next write, or at once when
+        ``METRIC_INTERVAL_S`` has passed since its last. ``synchronous=True`` returns once
+        they are stored."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, int(step)) for k, v in metrics.items()]
-        if not items:
-            return
-        op = self.client.log_batch(run_id, metrics=items, synchronous=synchronous)
-        if op is not None:
-            self._pending.setdefault(run_id, []).append(op)
+        with self._lock:
+            self._metrics.setdefault(run_id, []).extend(items)
+            due = time.monotonic() - self._metrics_sent.get(run_id, float("-inf")) >= METRIC_INTERVAL_S
+        if due or synchronous:
+            self._send_metrics(run_id)
+        if synchronous:
+            self.flush()
 
-    def flush(self, run_id: str) -> None:
-        for op in self._pending.pop(run_id, []):
-            op.wait()
+    def flush(self, run_id: str | None = None) -> None:
+        """Send every queued metric and wait until all writes so far are done."""
+        with self._lock:
+            pending = [r for r, items in self._metrics.items() if items]
+        for run in pending:
+            self._send_metrics(run)
+        self._writer.drain()
 
     def log_artifact(self, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(run_id, str(path), artifact_path)
+        self._send_metrics(run_id)
+        self._writer.submit(self.client.log_artifact, run_id, str(path), artifact_path)
 
     def log_artifacts(self, run_id: str, folder: str | Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifacts(run_id, str(folder), artifact_path)
+        self._send_metrics(run_id)
+        self._writer.submit(self.client.log_artifacts, run_id, str(folder), artifact_path)
 
-    def end_run(self, run_id: str, status: str = FINISHED) -> None:
-        try:
-            self.flush(run_id)
-        finally:
-            self.client.set_terminated(run_id, status=status)
+    def end_run(self, run_id: str, status: str = FINISHED, wait: bool = True) -> None:
+        """End the run after its queued writes; ``wait=False`` returns at once."""
+        self._send_metrics(run_id)
+        with self._lock:
+            self._metrics_sent.pop(run_id, None)
+        self._writer.submit(self.client.set_terminated, run_id, status=status)
+        if wait:
+            self.flush()
+
+
+_shared: dict[tuple[str, str, int], MlflowTracker] = {}
+
+
+def shared_tracker(uri: str, experiment: str) -> MlflowTracker:
+    """One tracker per store and experiment in this process: the runs of a sweep's
+    trials reuse its client, experiment lookup and writer thread."""
+    key = (uri, experiment, os.getpid())
+    tracker = _shared.get(key)
+    if tracker is None:
+        tracker = _shared[key] = MlflowTracker(uri, experiment)
+    return tracker
 
 
 def register_model(uri: str, run_id: str, checkpoint: str | Path, name: str) -> str:
@@ -221,4 +339,4 @@ class MlflowLogger(Logger):
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
-        self.tracker.flush(self.run_id)
+        return None  # the run's owner ends it (and waits for its writes) with end_run

@@ -117,6 +117,7 @@ def run_training(
     tags: Mapping[str, Any] | None = None,
     track: bool = True,
     run_started: Callable[[str], None] | None = None,
+    wait_for_tracking: bool = True,
 ) -> TrainResult:
     """Train, test and record one model described by a composed training config.
 
@@ -129,6 +130,8 @@ def run_training(
         run_name, tags: MLflow run name and extra tags.
         track: set False to skip MLflow even when ``tracking.enabled`` is true.
         run_started: called with the MLflow run id as soon as the run exists.
+        wait_for_tracking: False returns without waiting for the run's last MLflow
+            writes (a sweep's worker waits once, before it exits).
 
     A callback with a true ``pruned`` attribute after ``fit`` (the sweep's pruning
     callback) marks the run PRUNED: it is not tested, and ``TrainResult.pruned`` is set.
@@ -155,10 +158,10 @@ def run_training(
 
     tracker = run_id = None
     if track and cfg.tracking.enabled and _is_rank_zero():
-        from sweeper.tracking.mlflow import MlflowLogger, MlflowTracker, git_commit
+        from sweeper.tracking.mlflow import MlflowLogger, git_commit, shared_tracker
         from sweeper.tracking.params import flatten
 
-        tracker = MlflowTracker(cfg.tracking.uri, cfg.tracking.experiment)
+        tracker = shared_tracker(cfg.tracking.uri, cfg.tracking.experiment)
         name = run_name or cfg.tracking.run_name or f"{family(cfg)}-{time.strftime('%Y%m%d-%H%M%S')}"
         run_tags = {
             "model_family": family(cfg),
@@ -234,15 +237,15 @@ def run_training(
             summary = {**test_metrics}
             if best_score is not None and math.isfinite(best_score):
                 summary[f"best/{cfg.monitor}"] = best_score
-            tracker.log_metrics(run_id, summary, step=epochs, synchronous=True)
-            tracker.log_artifact(run_id, output_dir / "config.yaml")
-            if best_path and cfg.tracking.log_checkpoint:
-                tracker.log_artifact(run_id, best_path, "checkpoints")
-            tracker.set_tags(run_id, {
+            tracker.log_metrics(run_id, summary, step=epochs)
+            tracker.set_tags(run_id, {  # one write with the summary metrics
                 "state": "PRUNED" if pruner is not None else "COMPLETE",
                 "prune_reason": getattr(pruner, "reason", None),
                 "epochs": epochs,
             })
+            tracker.log_artifact(run_id, output_dir / "config.yaml")
+            if best_path and cfg.tracking.log_checkpoint:
+                tracker.log_artifact(run_id, best_path, "checkpoints")
         status = "FINISHED"
         return TrainResult(
             run_id=run_id,
@@ -287,7 +290,7 @@ def run_training(
             os.environ[DDP_CONFIG_ENV] = previous_env
         _end_process_group(saved_env)
         if tracker is not None and run_id is not None:
-            tracker.end_run(run_id, status)
+            tracker.end_run(run_id, status, wait=wait_for_tracking or status != "FINISHED")
 
 
 # What a DDP launch leaves in the launching process; the next run (the next trial of a
