@@ -49,7 +49,7 @@ def machine() -> str:
 
 
 def table(title: str, headers: list[str], rows: list[list[object]]) -> None:
-    cells = [[f"{v:.3f}" if isinstance(v, float) else str(v) for v in r] for r in rows]
+    cells = [[f"{v:.4f}" if isinstance(v, float) else str(v) for v in r] for r in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
     print(f"\n### {title}\n")
     print("| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |")
