@@ -110,8 +110,10 @@ class Classifier(pl.LightningModule):
         # Summed on the device and logged once per epoch: a per-step ``self.log`` costs
         # more than a small model's whole step.
         with torch.no_grad():
-            sums = torch.stack([loss.detach() * y.numel(), (logits.argmax(1) == y).sum().to(loss.dtype),
-                                torch.tensor(float(y.numel()), device=loss.device, dtype=loss.dtype)])
+            # float32 whatever the training precision; the count is filled on the device
+            # (no host-to-device copy, so no stream sync)
+            n = torch.full((), float(y.numel()), device=loss.device, dtype=torch.float32)
+            sums = torch.stack([loss.detach().float() * n, (logits.argmax(1) == y).sum().float(), n])
             self._train_sums = sums if self._train_sums is None else self._train_sums + sums
         return loss
 

@@ -103,6 +103,7 @@ def evaluate_recorded(target: str, overrides: Sequence[str], uri: str, experimen
         metrics = {f"eval/{data_name}/{k.split('/', 1)[1]}": v for k, v in evaluation.metrics.items()}
         tracker.log_metrics(run_id, metrics, synchronous=True)
         tracker.log_artifacts(run_id, out, f"evaluation/{data_name}")
+        tracker.flush()  # the files live in a temporary folder
     print(f"run {run_id} ({run.info.run_name}) on {data_name} test split: "
           + ", ".join(f"{k.rsplit('/', 1)[1]}={v:.4f}" for k, v in sorted(metrics.items()) if not k.endswith("loss"))
           + f"; logged to the run as eval/{data_name}/*")

@@ -32,7 +32,9 @@ from sweeper.search.report import Progress, table, trials_table
 from sweeper.search.settings import SearchSettings, mask_url, parse_settings
 from sweeper.search.space import SearchSpace, parse_space
 from sweeper.search.storage import default_storage, open_storage
-from sweeper.search.trials import RUN_ID_ATTR, counts, fail_child_run, recover_stale
+from sweeper.search.trials import (
+    RUN_ID_ATTR, close_finished_trial_runs, counts, fail_child_run, recover_stale,
+)
 
 log = logging.getLogger(__name__)
 
@@ -410,6 +412,8 @@ def run_sweep(cfg: DictConfig, choices: dict[str, str], overrides: list[str]) ->
 
     with FileLock(str(study_dir / "ask.lock")):
         recovered = recover_stale(study, storage, settings.retries, mark_child)
+    if tracker is not None:
+        close_finished_trial_runs(tracker, study)
     if recovered:
         _say(f"marked {len(recovered)} abandoned trial(s) FAILED: {', '.join(f'#{n}' for n in recovered)}"
              + (" (their parameters are queued again)" if settings.retries else ""))
@@ -446,6 +450,8 @@ def run_sweep(cfg: DictConfig, choices: dict[str, str], overrides: list[str]) ->
 
     with FileLock(str(study_dir / "ask.lock")):
         recover_stale(study, storage, settings.retries, mark_child)
+    if tracker is not None:
+        close_finished_trial_runs(tracker, study)
     if interrupted or any(code == EXIT_INTERRUPTED for code in codes):
         outcome = "interrupted"
     elif any(code == EXIT_FAILURES for code in codes):
@@ -462,7 +468,7 @@ def run_sweep(cfg: DictConfig, choices: dict[str, str], overrides: list[str]) ->
         if tracker is not None and parent:
             status = {"complete": "FINISHED", "timeout": "FINISHED", "interrupted": "KILLED"}.get(outcome, "FAILED")
             tracker.set_tags(parent, {"outcome": outcome})
-            tracker.client.set_terminated(parent, status=status)
+            tracker.end_run(parent, status)  # after the parent's queued writes
     if outcome == "interrupted":
         _say(f"interrupted; run the same command to resume study '{settings.study_name}'")
         return EXIT_INTERRUPTED

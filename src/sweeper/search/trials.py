@@ -81,8 +81,49 @@ def fail_child_run(tracker: Any, trial: FrozenTrial, reason: str) -> None:
         return
     try:
         tracker.set_tags(run_id, {"state": "FAILED", "failure_reason": reason})
-        tracker.end_run(run_id, "FAILED")
+        tracker.end_run(run_id, "FAILED", wait=False)  # callers hold the study's lock
     except Exception as exc:  # the run may live in another store
         import logging
 
         logging.getLogger(__name__).warning("could not mark MLflow run %s failed: %s", run_id, exc)
+
+
+def close_finished_trial_runs(tracker: Any, study: Any) -> list[str]:
+    """End the MLflow runs still RUNNING whose Optuna trial has finished.
+
+    A worker ends a trial's run in the background once the trial is told; a worker that
+    is killed right after (SIGKILL, out of memory) leaves that run RUNNING. Runs of
+    trials that are still RUNNING in Optuna are left alone (another machine may be
+    training them). Returns the ids of the runs it ended.
+    """
+    finished = {
+        t.user_attrs[RUN_ID_ATTR]: t for t in study.get_trials(deepcopy=False)
+        if t.user_attrs.get(RUN_ID_ATTR) and t.state.name != "RUNNING"
+    }
+    if not finished:
+        return []
+    try:
+        running = tracker.client.search_runs(
+            [tracker.experiment_id], "attributes.status = 'RUNNING'", max_results=5000
+        )
+    except Exception as exc:  # the store may be unreachable; the sweep's results stand
+        import logging
+
+        logging.getLogger(__name__).warning("could not look for unfinished MLflow runs: %s", exc)
+        return []
+    closed = []
+    for run in running:
+        trial = finished.get(run.info.run_id)
+        if trial is None:
+            continue
+        state = trial.state.name
+        tags = {"state": state, "epochs": trial.user_attrs.get("epochs")}
+        if state == "FAIL":
+            tags["state"] = "FAILED"
+            tags["failure_reason"] = trial.user_attrs.get(FAILURE_ATTR, "worker ended before the run did")
+        tracker.set_tags(run.info.run_id, tags)
+        tracker.end_run(run.info.run_id, "FAILED" if state == "FAIL" else "FINISHED", wait=False)
+        closed.append(run.info.run_id)
+    if closed:
+        tracker.flush()
+    return closed

@@ -8,9 +8,10 @@ ends with exactly ``n_trials`` finished trials.
 from __future__ import annotations
 
 import copy
-
 import logging
 import math
+import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -283,7 +284,10 @@ def worker_main(plan_file: str, index: int) -> int:
     from sweeper.paths import conf_dir
 
     plan = SweepPlan.load(plan_file)
-    import torch
+    # SIGTERM ends the worker like Ctrl-C does: the trial is marked, MLflow writes finish.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    import pytorch_lightning  # noqa: F401 - loaded before the first trial is asked, so no
+    import torch  # trial's timestamps or duration include seconds of imports
 
     torch.set_num_threads(max(1, plan.threads))
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):

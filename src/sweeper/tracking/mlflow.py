@@ -77,12 +77,13 @@ class _Writer:
                     _Writer._all.add(self)
         self._queue.put((fn, args, kwargs))
 
-    def drain(self) -> None:
+    def drain(self, timeout: float | None = None) -> bool:
+        """Wait for the writes submitted so far; False if ``timeout`` passed first."""
         if self._thread is None or not self._thread.is_alive():
-            return
+            return True
         done = threading.Event()
         self._queue.put(done)
-        done.wait()
+        return done.wait(timeout)
 
     def _loop(self) -> None:
         while True:
@@ -101,12 +102,16 @@ class _Writer:
 _trackers: weakref.WeakSet[MlflowTracker] = weakref.WeakSet()
 
 
+EXIT_DRAIN_TIMEOUT_S = 120.0
+
+
 @atexit.register
 def _drain_all_writers() -> None:
     for tracker in list(_trackers):
-        tracker.flush()
+        tracker._send_all_metrics()
     for writer in list(_Writer._all):
-        writer.drain()
+        if not writer.drain(EXIT_DRAIN_TIMEOUT_S):
+            log.warning("gave up on MLflow writes still pending after %.0f s at exit", EXIT_DRAIN_TIMEOUT_S)
 
 
 class MlflowTracker:
@@ -180,11 +185,12 @@ class MlflowTracker:
             return self._metrics.pop(run_id, [])
 
     def _send(self, run_id: str, metrics: list[Any] = (), params: list[Any] = (), tags: list[Any] = ()) -> None:
-        metrics = list(metrics)
+        """Submit log_batch calls within MLflow's limit of 1000 entities per call."""
+        metrics, params, tags = list(metrics), list(params), list(tags)
         while metrics or params or tags:
-            self._writer.submit(self.client.log_batch, run_id, metrics=metrics[:_METRICS_PER_BATCH],
-                                params=list(params), tags=list(tags))
-            metrics, params, tags = metrics[_METRICS_PER_BATCH:], (), ()
+            room = _METRICS_PER_BATCH - len(params) - len(tags)
+            self._writer.submit(self.client.log_batch, run_id, metrics=metrics[:room], params=params, tags=tags)
+            metrics, params, tags = metrics[room:], [], []
 
     def _send_metrics(self, run_id: str) -> None:
         metrics = self._take_metrics(run_id)
@@ -229,12 +235,15 @@ class MlflowTracker:
         if synchronous:
             self.flush()
 
-    def flush(self, run_id: str | None = None) -> None:
-        """Send every queued metric and wait until all writes so far are done."""
+    def _send_all_metrics(self) -> None:
         with self._lock:
             pending = [r for r, items in self._metrics.items() if items]
         for run in pending:
             self._send_metrics(run)
+
+    def flush(self, run_id: str | None = None) -> None:
+        """Send every queued metric and wait until all writes so far are done."""
+        self._send_all_metrics()
         self._writer.drain()
 
     def log_artifact(self, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:

@@ -1,0 +1,42 @@
+"""Bookkeeping between Optuna trials and their MLflow runs."""
+
+from __future__ import annotations
+
+import optuna
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from sweeper.search.trials import FAILURE_ATTR, RUN_ID_ATTR, close_finished_trial_runs
+from sweeper.tracking.mlflow import MlflowTracker
+
+
+def test_runs_left_running_by_a_killed_worker_are_closed_from_the_study(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    tracker = MlflowTracker(uri, "sweeper")
+    study = optuna.create_study(direction="maximize")
+    runs = {}
+    for name, state in (("done", TrialState.COMPLETE), ("pruned", TrialState.PRUNED),
+                        ("failed", TrialState.FAIL), ("training", TrialState.RUNNING)):
+        trial = study.ask()
+        runs[name] = tracker.start_run(name)  # as a worker killed before its run's end leaves it
+        trial.set_user_attr(RUN_ID_ATTR, runs[name])
+        trial.set_user_attr("epochs", 3)
+        if state == TrialState.FAIL:
+            trial.set_user_attr(FAILURE_ATTR, "RuntimeError: boom")
+        if state == TrialState.COMPLETE:
+            study.tell(trial, 0.9)
+        elif state != TrialState.RUNNING:
+            study.tell(trial, state=state)
+    untouched = tracker.start_run("not a trial")
+
+    closed = close_finished_trial_runs(tracker, study)
+
+    client = MlflowClient(uri)
+    assert sorted(closed) == sorted(runs[n] for n in ("done", "pruned", "failed"))
+    got = {n: client.get_run(r) for n, r in runs.items()}
+    assert (got["done"].info.status, got["done"].data.tags["state"]) == ("FINISHED", "COMPLETE")
+    assert (got["pruned"].info.status, got["pruned"].data.tags["state"]) == ("FINISHED", "PRUNED")
+    assert got["failed"].info.status == "FAILED" and got["failed"].data.tags["failure_reason"] == "RuntimeError: boom"
+    assert got["training"].info.status == "RUNNING"  # maybe on another machine: left alone
+    assert client.get_run(untouched).info.status == "RUNNING"
+    assert close_finished_trial_runs(tracker, study) == []  # nothing left to close
