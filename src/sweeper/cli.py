@@ -54,6 +54,25 @@ def _first_line(text: str) -> str:
     return text.strip()
 
 
+HOS_REFUSAL = (
+    "override /hydra/sweeper: optuna: sweeper runs the Optuna study itself, without Hydra's "
+    "sweeper plugin; in that file drop the defaults line and `hydra.mode`, and write "
+    "hydra.sweeper.params as search.params, optimized_metric as search.metric, "
+    "hydra.sweeper.direction/n_trials/study_name/storage as search.direction/n_trials/"
+    "study_name/storage, and the sampler as search/sampler=tpe (README 'Coming from "
+    "lightning-hydra-template')"
+)
+
+
+def yaml_error(exc: Exception) -> str:
+    """``file:line:column: problem`` for a YAML syntax error in a config file."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or _first_line(str(exc))
+    if mark is None:
+        return f"YAML syntax error: {problem}"
+    return f"{mark.name}:{mark.line + 1}:{mark.column + 1}: YAML syntax error: {problem}"
+
+
 def explain(exc: BaseException, command: str) -> str:
     """One line that says which key is wrong and how to fix it."""
     from hydra.errors import (
@@ -64,6 +83,8 @@ def explain(exc: BaseException, command: str) -> str:
     from omegaconf.errors import OmegaConfBaseException
 
     text = str(exc)
+    if isinstance(exc, MissingConfigException) and "hydra/sweeper" in text and "optuna" in text:
+        return HOS_REFUSAL
     if isinstance(exc, MissingConfigException):
         missing = re.search(r"Could not find '([^']+)'", text)
         group = re.search(r"Available options in '([^']+)':\n((?:\t.*\n?)+)", text)
@@ -123,6 +144,38 @@ def _guard(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return job
 
 
+def _given_config_dir(argv: Sequence[str]) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg in ("-cd", "--config-dir"):
+            return argv[i + 1] if i + 1 < len(argv) else ""
+        if arg.startswith("--config-dir="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def with_config_dir(argv: Sequence[str]) -> list[str]:
+    """Hydra's command line with the user's config folder made explicit.
+
+    ``-cd DIR`` must name a folder; without it, the project's folder
+    (``$SWEEPER_CONFIG_DIR`` or ``./conf``) is passed as ``--config-dir``. Either way the
+    folder's files take precedence over the shipped ones of the same name.
+    """
+    from pathlib import Path
+
+    from sweeper.paths import project_config_dir
+
+    given = _given_config_dir(argv)
+    if given is not None:
+        if not given or not Path(given).is_dir():
+            raise SweeperError(f"--config-dir {given!r}: no such folder; give the folder that holds "
+                               "your config groups (e.g. -cd ./conf)")
+        return list(argv)
+    found = project_config_dir()
+    if found is None:
+        return list(argv)
+    return ["--config-dir", str(found), *argv]
+
+
 def run_hydra(config_name: str, command: str, task: Callable[[Any], Any], argv: Sequence[str]) -> int:
     """Run ``task`` under Hydra with ``argv`` as Hydra's command line.
 
@@ -130,6 +183,7 @@ def run_hydra(config_name: str, command: str, task: Callable[[Any], Any], argv: 
     instead (``HYDRA_FULL_ERROR``) and print one line.
     """
     import hydra
+    import yaml
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
@@ -137,8 +191,8 @@ def run_hydra(config_name: str, command: str, task: Callable[[Any], Any], argv: 
 
     os.environ["HYDRA_FULL_ERROR"] = "1"
     saved_argv = sys.argv
-    sys.argv = [saved_argv[0], *argv]
     try:
+        sys.argv = [saved_argv[0], *with_config_dir(argv)]
         main = hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name=config_name)
         main(_guard(task))()
     except _UserError as exc:
@@ -147,6 +201,8 @@ def run_hydra(config_name: str, command: str, task: Callable[[Any], Any], argv: 
         return _fail(str(exc))
     except (HydraException, OmegaConfBaseException) as exc:
         return _fail(explain(exc, command))
+    except yaml.YAMLError as exc:
+        return _fail(yaml_error(exc))
     except KeyboardInterrupt:
         print("sweeper: interrupted", file=sys.stderr)
         return 130
@@ -191,8 +247,15 @@ def _sweep_task(cfg: Any) -> int:
     hc = HydraConfig.get()
     if hc.mode is not None and hc.mode.name == "MULTIRUN":
         raise SweeperError("sweeper sweep runs its own study; drop -m/--multirun")
+    if hc.sweeper.get("params"):
+        raise SweeperError(
+            "hydra.sweeper.params: sweeper sweep does not read Hydra's sweeper settings; write "
+            "the same entries under search.params (README 'Search spaces')"
+        )
     choices = {k: v for k, v in hc.runtime.choices.items() if v is not None and not k.startswith("hydra")}
-    code = run_sweep(cfg, choices, list(hc.overrides.task))
+    from sweeper.composition import current_sources
+
+    code = run_sweep(cfg, choices, list(hc.overrides.task), current_sources())
     if code:
         raise SystemExit(code)
     return code
@@ -270,11 +333,21 @@ def cmd_evaluate(argv: Sequence[str]) -> int:
     )
     parser.add_argument("target", metavar="TARGET", help="MLflow run id, or study name")
     parser.add_argument("overrides", nargs="*", metavar="OVERRIDE", help="KEY=VALUE or data=<option>")
+    parser.add_argument("-cd", "--config-dir", default=None,
+                        help="your config folder, searched before the shipped one for data=<option> "
+                             "(default: $SWEEPER_CONFIG_DIR, else ./conf if it exists)")
     _tracking_args(parser)
     args = parser.parse_args(argv)
+    from pathlib import Path
+
+    from sweeper.paths import project_config_dir
     from sweeper.reports.evaluate import evaluate_recorded
 
-    evaluate_recorded(args.target, args.overrides, args.tracking_uri, args.experiment)
+    if args.config_dir is not None and not Path(args.config_dir).is_dir():
+        return _fail(f"--config-dir {args.config_dir!r}: no such folder")
+    folder = Path(args.config_dir) if args.config_dir else project_config_dir()
+    evaluate_recorded(args.target, args.overrides, args.tracking_uri, args.experiment,
+                      [folder] if folder else [])
     return 0
 
 
@@ -307,6 +380,9 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    from sweeper.paths import make_project_importable
+
+    make_project_importable()
     ddp_config = os.environ.get(DDP_CONFIG_ENV)
     if ddp_config and os.environ.get("LOCAL_RANK", "0") != "0":
         # A DDP rank that Lightning started by re-running our command line.

@@ -94,3 +94,12 @@ def validate_train_config(cfg: DictConfig) -> None:
                 )
     if problems:
         raise ConfigError(problems)
+
+
+def resolved(cfg: DictConfig) -> dict[str, Any]:
+    """The config as plain data with every interpolation resolved (Hydra's own node dropped)."""
+    data = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    if not isinstance(data, dict):
+        raise ConfigError(f"the config must be a mapping, got {type(data).__name__}")
+    data.pop("hydra", None)
+    return data

@@ -10,7 +10,7 @@ import pytest
 from optuna.trial import TrialState
 
 from sweeper.search.liveness import WORKER_ATTR, worker_id
-from sweeper.search.pruning import PruningCallback
+from sweeper.search.pruning import pruning_callback
 from sweeper.search.trials import ATTEMPT_ATTR, FAILURE_KIND_ATTR, recover_stale
 from sweeper.training import run_training
 from tests.conftest import mlflow_runs
@@ -20,7 +20,7 @@ def test_a_pruned_trial_stops_at_once_and_its_run_says_pruned(make_cfg, tmp_path
     # ThresholdPruner is deterministic: any val/acc below 0.999 prunes after the first epoch.
     study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=0.999))
     trial = study.ask()
-    callback = PruningCallback(trial, "val/acc")
+    callback = pruning_callback(trial, "val/acc")
     result = run_training(make_cfg("model=mlp", "trainer.max_epochs=5"), tmp_path / "t",
                           callbacks=[callback])
     assert callback.pruned and result.pruned and "epoch 0" in result.prune_reason
@@ -35,7 +35,7 @@ def test_a_pruned_trial_stops_at_once_and_its_run_says_pruned(make_cfg, tmp_path
 def test_an_unpruned_trial_reports_every_epoch(make_cfg, tmp_path):
     study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
     trial = study.ask()
-    callback = PruningCallback(trial, "val/acc")
+    callback = pruning_callback(trial, "val/acc")
     result = run_training(make_cfg("model=mlp", "trainer.max_epochs=3", "tracking=none"),
                           tmp_path / "t", callbacks=[callback])
     assert not callback.pruned and not result.pruned and result.epochs == 3

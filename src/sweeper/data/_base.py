@@ -1,4 +1,4 @@
-"""Shared pieces of the in-memory image data modules.
+"""Shared pieces of the in-memory data modules.
 
 The data sets here are small enough to live in memory as tensors, so batches are
 cut by indexing whole tensors: no per-sample Python work in the training loop.
@@ -6,8 +6,10 @@ cut by indexing whole tensors: no per-sample Python work in the training loop.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterator
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
@@ -73,25 +75,29 @@ class TensorBatches:
 
 
 class InMemoryDataModule(pl.LightningDataModule):
-    """Base for data modules whose splits fit in memory as float tensors ``(N, C, H, W)``.
+    """Base for data modules whose splits fit in memory as tensors ``(N, *input_shape)``.
 
-    Subclasses implement :meth:`_load` returning the three normalised splits; this class
-    serves them as batches. ``input_shape``, ``num_classes`` and ``class_names`` are known
-    before :meth:`setup`, so a model can be built first.
+    Subclasses implement :meth:`_load` returning the three prepared splits; this class
+    serves them as batches. ``input_shape`` (and ``num_classes`` or ``num_targets``) are
+    known before :meth:`setup`, so a model can be built first.
+
+    :meth:`set_fold` turns the train and val splits into cross-validation folds.
     """
 
-    input_shape: tuple[int, int, int]
-    num_classes: int
-    class_names: tuple[str, ...]
+    input_shape: tuple[int, ...]
 
     def __init__(self, batch_size: int = 64, eval_batch_size: int = 1024, seed: int = 0) -> None:
         super().__init__()
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if int(eval_batch_size) < 1:
+            raise ValueError(f"eval_batch_size must be >= 1, got {eval_batch_size}")
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size)
         self.seed = int(seed)
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.fold: tuple[int, int] | None = None  # (index, folds) while a fold is set
+        self._unfolded: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def _load(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         raise NotImplementedError
@@ -99,6 +105,68 @@ class InMemoryDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if not self.splits:
             self.splits = self._load()
+
+    # -- cross-validation -----------------------------------------------------------
+
+    def set_fold(self, index: int | None, folds: int) -> None:
+        """Make fold ``index`` of ``folds`` the val split and the other folds the train split.
+
+        The pool is this module's own train and val splits together; the test split is
+        never part of a fold. The pool is cut with ``StratifiedKFold`` when the module has
+        ``num_classes`` (classification), else ``KFold``, shuffled with the module's seed,
+        so the same seed gives the same folds. ``set_fold(None, folds)`` restores the
+        original split.
+
+        Normalisation: this base reuses the tensors :meth:`_load` prepared, i.e. statistics
+        of the original train split, which may include the fold's val samples. That is
+        label-free and, for the image modules (one scalar mean and standard deviation over
+        tens of thousands of images), negligible. Modules that keep their raw data override
+        :meth:`_fold_splits` to recompute the statistics on the fold's train part
+        (:class:`~sweeper.data.ArrayDataModule` does).
+        """
+        if isinstance(folds, bool) or not isinstance(folds, numbers.Integral) or folds < 2:
+            raise ValueError(f"folds must be an int >= 2, got {folds!r}")
+        if index is not None and (
+            isinstance(index, bool) or not isinstance(index, numbers.Integral) or not 0 <= index < folds
+        ):
+            raise ValueError(f"fold index must be an int in [0, {folds}) or None, got {index!r}")
+        self.setup()
+        if self._unfolded is None:
+            self._unfolded = self.splits
+        if index is None:
+            self.splits, self._unfolded, self.fold = self._unfolded, None, None
+            return
+        base = self._unfolded
+        labels = torch.cat([base["train"][1], base["val"][1]]).numpy()
+        if folds > len(labels):
+            raise ValueError(
+                f"folds={folds} is more than the {len(labels)} train and val samples to split"
+            )
+        from sklearn.model_selection import KFold, StratifiedKFold
+
+        if getattr(self, "num_classes", None) is not None:
+            splitter: KFold | StratifiedKFold = StratifiedKFold(folds, shuffle=True, random_state=self.seed)
+        else:
+            splitter = KFold(folds, shuffle=True, random_state=self.seed)
+        for i, (train_pos, val_pos) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
+            if i == index:
+                break
+        self.splits = self._fold_splits(base, np.sort(train_pos), np.sort(val_pos))
+        self.fold = (int(index), int(folds))
+
+    def _fold_splits(
+        self,
+        base: dict[str, tuple[torch.Tensor, torch.Tensor]],
+        train_pos: np.ndarray,
+        val_pos: np.ndarray,
+    ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """The fold's splits; positions index the pool ``base['train']`` then ``base['val']``."""
+        x = torch.cat([base["train"][0], base["val"][0]])
+        y = torch.cat([base["train"][1], base["val"][1]])
+        train, val = torch.from_numpy(train_pos), torch.from_numpy(val_pos)
+        return {"train": (x[train], y[train]), "val": (x[val], y[val]), "test": base["test"]}
+
+    # -- batches ----------------------------------------------------------------------
 
     def _batches(self, split: str, train: bool) -> TensorBatches:
         self.setup()

@@ -5,16 +5,15 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-import torch
 from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
-from sweeper.data._base import InMemoryDataModule
+from sweeper.data.arrays import ArrayDataModule
 
 
-class DigitsDataModule(InMemoryDataModule):
+class DigitsDataModule(ArrayDataModule):
     """Seeded, stratified train/val/test split of the digits set, standardised with
-    the train split's mean and standard deviation.
+    the train split's mean and standard deviation (one value each over all pixels, so
+    the always-blank border pixels stay constant rather than being divided by zero).
 
     Args:
         batch_size: training batch size.
@@ -24,6 +23,7 @@ class DigitsDataModule(InMemoryDataModule):
         eval_batch_size: batch size for validation and test.
     """
 
+    task = "classification"
     input_shape = (1, 8, 8)
     num_classes = 10
     class_names = tuple(str(d) for d in range(10))
@@ -36,33 +36,20 @@ class DigitsDataModule(InMemoryDataModule):
         seed: int = 0,
         eval_batch_size: int = 1024,
     ) -> None:
-        super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed)
-        if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
-            raise ValueError(
-                "val_fraction and test_fraction must be in (0, 1) and sum to less than 1, "
-                f"got {val_fraction} and {test_fraction}"
-            )
-        self.val_fraction = val_fraction
-        self.test_fraction = test_fraction
+        super().__init__(
+            batch_size=batch_size,
+            val_fraction=val_fraction,
+            test_fraction=test_fraction,
+            seed=seed,
+            eval_batch_size=eval_batch_size,
+        )
 
-    def _load(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         images, labels = _digits()
-        images = images.astype(np.float32).reshape(-1, *self.input_shape)
-        idx = np.arange(len(labels))
-        rest, test = train_test_split(
-            idx, test_size=self.test_fraction, stratify=labels, random_state=self.seed
-        )
-        train, val = train_test_split(
-            rest,
-            test_size=self.val_fraction / (1 - self.test_fraction),
-            stratify=labels[rest],
-            random_state=self.seed,
-        )
-        mean, std = images[train].mean(), images[train].std()
-        images = (images - mean) / std
-        x = torch.from_numpy(images)
-        y = torch.from_numpy(labels.astype(np.int64))
-        return {name: (x[part], y[part]) for name, part in (("train", train), ("val", val), ("test", test))}
+        return images.reshape(-1, *self.input_shape), labels
+
+    def _statistics(self, x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return x_train.mean(), x_train.std()
 
 
 @functools.lru_cache(maxsize=1)

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import functools
 import importlib
+import numbers
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import torch
 from torch import nn
 
 TARGET = "_target_"
@@ -34,30 +36,76 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def is_plain(value: Any) -> bool:
+    """True for builtin scalars, lists and str-keyed dicts of them (what ``weights_only`` loads)."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return True
+    if isinstance(value, list):
+        return all(is_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and is_plain(v) for k, v in value.items())
+    return False
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _shape(input_shape: Any) -> tuple[int, ...]:
+    if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, Sequence):
+        raise ValueError(
+            f"input_shape must be a sequence of positive ints (one sample, no batch dimension), "
+            f"got {input_shape!r}"
+        )
+    if not input_shape or not all(_is_int(d) and d >= 1 for d in input_shape):
+        raise ValueError(
+            "input_shape must hold one or more positive ints (one sample, no batch dimension), "
+            f"got {tuple(input_shape)!r}"
+        )
+    return tuple(int(d) for d in input_shape)
+
+
 class Backbone(nn.Module):
-    """A network mapping images ``(N, C, H, W)`` to class logits ``(N, num_classes)``."""
+    """A network mapping a batch ``(N, *input_shape)`` to outputs ``(N, num_outputs)``.
 
-    input_shape: tuple[int, int, int]
-    num_classes: int
+    The outputs are class logits for a classifier, predicted targets for a regressor or
+    the latent code for an autoencoder's encoder. The base accepts any ``input_shape`` of
+    positive ints; each subclass says which layouts it supports.
+    """
 
-    def __init__(self, input_shape: Sequence[int], num_classes: int) -> None:
+    input_shape: tuple[int, ...]
+    num_outputs: int
+
+    def __init__(self, input_shape: Sequence[int], num_outputs: int) -> None:
         super().__init__()
-        if len(input_shape) != 3 or any(int(d) < 1 for d in input_shape):
-            raise ValueError(f"input_shape must be (channels, height, width), got {input_shape!r}")
-        if int(num_classes) < 2:
-            raise ValueError(f"num_classes must be >= 2, got {num_classes!r}")
-        self.input_shape = tuple(int(d) for d in input_shape)  # type: ignore[assignment]
-        self.num_classes = int(num_classes)
+        self.input_shape = _shape(input_shape)
+        if not _is_int(num_outputs) or num_outputs < 1:
+            raise ValueError(f"num_outputs must be an int >= 1, got {num_outputs!r}")
+        self.num_outputs = int(num_outputs)
         self._spec: dict[str, Any] = {}
+
+    @property
+    def num_classes(self) -> int:
+        """Old name of :attr:`num_outputs`, kept so code written for classifiers still runs."""
+        return self.num_outputs
 
     def _record(self, **kwargs: Any) -> None:
         cls = type(self)
         self._spec = {
             TARGET: f"{cls.__module__}.{cls.__qualname__}",
             "input_shape": list(self.input_shape),
-            "num_classes": self.num_classes,
+            "num_outputs": self.num_outputs,
             **_plain(kwargs),
         }
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise a ValueError naming both shapes when a batch is not ``(N, *input_shape)``."""
+        if tuple(x.shape[1:]) != self.input_shape:
+            raise ValueError(
+                f"{type(self).__name__} was built for samples of shape {self.input_shape}, i.e. "
+                f"batches (N, {', '.join(map(str, self.input_shape))}), got a batch of shape "
+                f"{tuple(x.shape)}; build it with the data module's input_shape"
+            )
 
     @property
     def spec(self) -> dict[str, Any]:
@@ -65,11 +113,29 @@ class Backbone(nn.Module):
         return dict(self._spec)
 
 
-def build(spec: Mapping[str, Any]) -> Backbone:
-    """Rebuild a network from :attr:`Backbone.spec`."""
+def build(spec: Mapping[str, Any]) -> nn.Module:
+    """Build the module a plain-data spec describes: ``{"_target_": "pkg.mod.Class", **kwargs}``.
+
+    Works for any class or callable returning an ``nn.Module``, and rebuilds a
+    :attr:`Backbone.spec`, including specs recorded before ``num_classes`` was renamed
+    ``num_outputs``.
+    """
     kwargs = dict(spec)
-    cls = import_object(kwargs.pop(TARGET))
-    return cls(**kwargs)
+    if TARGET not in kwargs:
+        raise ValueError(f"a network spec needs a {TARGET!r} key naming its class, got {sorted(kwargs)}")
+    target = kwargs.pop(TARGET)
+    factory = import_object(target) if isinstance(target, str) else target
+    if (
+        isinstance(factory, type)
+        and issubclass(factory, Backbone)
+        and "num_classes" in kwargs
+        and "num_outputs" not in kwargs
+    ):
+        kwargs["num_outputs"] = kwargs.pop("num_classes")  # checkpoints from before the rename
+    module = factory(**kwargs)
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"{target!r} built a {type(module).__name__}, not a torch.nn.Module")
+    return module
 
 
 def callable_spec(fn: Callable[..., Any] | Mapping[str, Any] | None) -> dict[str, Any] | None:

@@ -1,11 +1,11 @@
-"""The LightningModule that trains any :class:`~sweeper.models.Backbone` as a classifier."""
+"""The LightningModule that trains a network as a classifier."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -17,11 +17,7 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
-from sweeper.errors import DivergedError
-from sweeper.models._base import Backbone, build, callable_from_spec, callable_spec
-
-OptimizerFactory = Callable[..., torch.optim.Optimizer]
-SchedulerFactory = Callable[..., Any]
+from sweeper.models._task import OptimizerFactory, SchedulerFactory, TaskModule, pyplot
 
 
 def _metrics(num_classes: int, prefix: str) -> MetricCollection:
@@ -36,66 +32,66 @@ def _metrics(num_classes: int, prefix: str) -> MetricCollection:
     )
 
 
-class Classifier(pl.LightningModule):
-    """Cross-entropy classification around a backbone network.
+class Classifier(TaskModule):
+    """Cross-entropy classification around a network giving logits ``(N, num_classes)``.
 
     Logs per epoch ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc``, ``val/f1`` and,
-    when testing, ``test/acc``, ``test/precision``, ``test/recall``, ``test/f1`` (macro
-    averages). Metrics are synchronised across DDP ranks.
+    when testing, ``test/loss``, ``test/acc``, ``test/precision``, ``test/recall``,
+    ``test/f1`` (macro averages). Metrics are synchronised across DDP ranks. Batches are
+    ``(x, y)`` with integer class indices ``y`` of shape ``(N,)``.
 
     Args:
-        net: a :class:`~sweeper.models.Backbone` (``MLP``, ``CNN``, ``RNN``) or its ``spec``.
+        net: a :class:`~sweeper.models.Backbone` (``MLP``, ``CNN``, ``RNN``), its ``spec``,
+            or any ``nn.Module`` (see :class:`~sweeper.models.TaskModule` for checkpoints
+            of modules without a spec).
         optimizer: factory taking the parameters, e.g.
             ``functools.partial(torch.optim.SGD, lr=0.05, momentum=0.9)``. Default: Adam, lr 1e-3.
         scheduler: optional factory taking the optimizer, e.g.
             ``functools.partial(torch.optim.lr_scheduler.StepLR, step_size=5)``; stepped per epoch.
+        num_classes: number of classes; default ``net.num_outputs``. Needed only for a
+            network without ``num_outputs``.
 
-    The checkpoint stores only plain data (the network's spec and the factories' names and
-    keyword arguments), so ``Classifier.load_from_checkpoint(path)`` needs no arguments.
+    ``Classifier.load_from_checkpoint(path)`` needs no arguments when the net has a spec.
     """
+
+    task = "classification"
+    default_monitor = "val/acc"
+    default_mode = "max"
+    epoch_metrics = ("train/loss", "train/acc", "val/loss", "val/acc", "val/f1")
+    train_sum_names = ("train/acc",)
 
     def __init__(
         self,
-        net: Backbone | Mapping[str, Any],
+        net: nn.Module | Mapping[str, Any] | None,
         optimizer: OptimizerFactory | Mapping[str, Any] | None = None,
         scheduler: SchedulerFactory | Mapping[str, Any] | None = None,
+        num_classes: int | None = None,
     ) -> None:
-        super().__init__()
-        if isinstance(net, Mapping):
-            net = build(net)
-        if not isinstance(net, Backbone):
-            raise TypeError(f"net must be a sweeper Backbone or its spec, got {type(net).__name__}")
-        self.net: nn.Module = net
-        self.optimizer_factory = (
-            callable_from_spec(optimizer) if isinstance(optimizer, Mapping) else optimizer
-        )
-        self.scheduler_factory = (
-            callable_from_spec(scheduler) if isinstance(scheduler, Mapping) else scheduler
-        )
-        self.save_hyperparameters(
-            {
-                "net": net.spec,
-                "optimizer": callable_spec(self.optimizer_factory),
-                "scheduler": callable_spec(self.scheduler_factory),
-            },
-            logger=False,
-        )
-        num_classes = net.num_classes
-        self.diverged: str | None = None
-        self._train_sums: torch.Tensor | None = None  # loss * n, correct, n over the epoch
-        self.val_metrics = _metrics(num_classes, "val/")
-        self.test_metrics = _metrics(num_classes, "test/")
+        super().__init__(net, optimizer, scheduler)
+        if num_classes is None:
+            num_classes = getattr(self.net, "num_outputs", None)
+        if num_classes is None:
+            raise ValueError(
+                f"Classifier cannot tell the number of classes from a {type(self.net).__name__} "
+                "(it has no num_outputs); pass num_classes="
+            )
+        if int(num_classes) < 2:
+            raise ValueError(f"a classifier needs num_classes >= 2, got {num_classes}")
+        self.hparams["num_classes"] = int(num_classes)  # the resolved count, for checkpoints
+        self.val_metrics = _metrics(int(num_classes), "val/")
+        self.test_metrics = _metrics(int(num_classes), "test/")
+
+    @classmethod
+    def net_outputs(cls, datamodule: Any, **task_kwargs: Any) -> int:
+        return int(datamodule.num_classes)
 
     @property
     def num_classes(self) -> int:
-        return self.net.num_classes  # type: ignore[return-value]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return int(self.hparams["num_classes"])
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """Class indices for a batch of images, in eval mode."""
+        """Class indices for a batch of inputs, in eval mode."""
         was_training = self.training
         self.eval()
         try:
@@ -103,49 +99,17 @@ class Classifier(pl.LightningModule):
         finally:
             self.train(was_training)
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = batch
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = self._xy(batch)
         logits = self(x)
         loss = F.cross_entropy(logits, y)
-        # Summed on the device and logged once per epoch: a per-step ``self.log`` costs
-        # more than a small model's whole step.
-        with torch.no_grad():
-            # float32 whatever the training precision; the count is filled on the device
-            # (no host-to-device copy, so no stream sync)
-            n = torch.full((), float(y.numel()), device=loss.device, dtype=torch.float32)
-            sums = torch.stack([loss.detach().float() * n, (logits.argmax(1) == y).sum().float(), n])
-            self._train_sums = sums if self._train_sums is None else self._train_sums + sums
+        self.accumulate_train(loss, y.numel(), (logits.detach().argmax(1) == y).sum())
         return loss
 
-    def on_train_epoch_start(self) -> None:
-        self._train_sums = None
-
-    def on_train_epoch_end(self) -> None:
-        if self._train_sums is None:
-            return
-        sums = self.trainer.strategy.reduce(self._train_sums, reduce_op="sum")  # all ranks' samples
-        self._train_sums = None
-        loss, acc = sums[0] / sums[2], sums[1] / sums[2]
-        self.log_dict({"train/loss": loss, "train/acc": acc})
-        # Checked once per epoch, on the all-rank mean, so no step pays for a device sync.
-        # Stopping through should_stop (not an exception) lets DDP ranks leave together;
-        # ``check_diverged`` raises after fit.
-        if not torch.isfinite(loss):
-            self.diverged = (
-                f"training diverged: train/loss is {loss.item()} at epoch {self.current_epoch}; "
-                "lower optimizer.lr or add gradient clipping (trainer.gradient_clip_val=1.0)"
-            )
-            self.trainer.should_stop = True
-
-    def check_diverged(self) -> None:
-        """Raise :class:`DivergedError` if the last ``fit`` stopped on a non-finite loss."""
-        if self.diverged:
-            raise DivergedError(self.diverged)
-
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        x, y = batch
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = self._xy(batch)
         logits = self(x)
-        self.log("val/loss", F.cross_entropy(logits, y), on_epoch=True, sync_dist=True)
+        self.log("val/loss", F.cross_entropy(logits, y), on_epoch=True, sync_dist=True, batch_size=len(y))
         self.val_metrics.update(logits, y)
 
     def on_validation_epoch_end(self) -> None:
@@ -153,20 +117,61 @@ class Classifier(pl.LightningModule):
         self.log_dict({k: values[k] for k in ("val/acc", "val/f1")}, sync_dist=True)
         self.val_metrics.reset()
 
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        x, y = batch
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = self._xy(batch)
         logits = self(x)
-        self.log("test/loss", F.cross_entropy(logits, y), on_epoch=True, sync_dist=True)
+        self.log("test/loss", F.cross_entropy(logits, y), on_epoch=True, sync_dist=True, batch_size=len(y))
         self.test_metrics.update(logits, y)
 
     def on_test_epoch_end(self) -> None:
         self.log_dict(self.test_metrics.compute(), sync_dist=True)
         self.test_metrics.reset()
 
-    def configure_optimizers(self) -> Any:
-        factory = self.optimizer_factory or callable_from_spec({"_target_": "torch.optim.Adam"})
-        optimizer = factory(self.parameters())
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+    def write_report(self, datamodule: Any, out_dir: Path) -> list[Path]:
+        """Confusion matrix (``confusion_matrix.png``) and per-class precision/recall/F1
+        (``per_class.csv``, ``per_class.html``) on the test split.
+
+        Class names come from ``datamodule.class_names`` when it has them, else ``"0"``,
+        ``"1"``, …
+        """
+        y_true, y_pred = self.over_test_split(
+            datamodule, lambda x, y: (self._need_y(y), self(x).argmax(dim=1))
+        )
+        names = getattr(datamodule, "class_names", None)
+        if not names or len(names) != self.num_classes:
+            names = [str(i) for i in range(self.num_classes)]
+        return per_class_report(y_true.numpy(), y_pred.numpy(), [str(n) for n in names], Path(out_dir))
+
+    @staticmethod
+    def _need_y(y: torch.Tensor | None) -> torch.Tensor:
+        if y is None:
+            raise ValueError("the classification report needs (x, y) test batches, got x alone")
+        return y
+
+
+def per_class_report(y_true: Any, y_pred: Any, class_names: list[str], out_dir: Path) -> list[Path]:
+    """Confusion matrix PNG and per-class precision/recall/F1 table (CSV and HTML)."""
+    plt = pyplot()
+    import pandas as pd
+    from sklearn.metrics import ConfusionMatrixDisplay, classification_report
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    labels = list(range(len(class_names)))
+    display = ConfusionMatrixDisplay.from_predictions(
+        y_true, y_pred, labels=labels, display_labels=class_names, cmap="Blues", colorbar=False
+    )
+    display.ax_.set_title("Confusion matrix (test split)")
+    display.figure_.set_size_inches(7, 6)
+    png = out_dir / "confusion_matrix.png"
+    display.figure_.savefig(png, dpi=110, bbox_inches="tight")
+    plt.close(display.figure_)
+    report = classification_report(
+        y_true, y_pred, labels=labels, target_names=class_names, output_dict=True, zero_division=0
+    )
+    table = pd.DataFrame(report).T.rename(columns={"f1-score": "f1"})
+    table["support"] = table["support"].astype(int)
+    csv = out_dir / "per_class.csv"
+    table.to_csv(csv, float_format="%.4f")
+    html = out_dir / "per_class.html"
+    html.write_text(table.to_html(float_format=lambda v: f"{v:.4f}", border=0))
+    return [png, csv, html]

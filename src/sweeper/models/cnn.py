@@ -16,8 +16,9 @@ class CNN(Backbone):
     """Small VGG-style CNN.
 
     Args:
-        input_shape: ``(channels, height, width)`` of one image.
-        num_classes: number of output logits.
+        input_shape: ``(channels, height, width)`` of one image; feature vectors and
+            sequences belong to :class:`~sweeper.models.MLP` and :class:`~sweeper.models.RNN`.
+        num_outputs: size of the output (class logits, regression targets or latent code).
         channels: output channels of each conv block.
         kernel_size: odd kernel size; convolutions keep the spatial size.
         pool: ``max``, ``avg`` or ``none``; a 2×2 pool follows each block while the map is
@@ -29,14 +30,19 @@ class CNN(Backbone):
     def __init__(
         self,
         input_shape: Sequence[int],
-        num_classes: int,
+        num_outputs: int,
         channels: Sequence[int] = (32, 64),
         kernel_size: int = 3,
         pool: str = "max",
         dropout: float = 0.0,
         batch_norm: bool = True,
     ) -> None:
-        super().__init__(input_shape, num_classes)
+        super().__init__(input_shape, num_outputs)
+        if len(self.input_shape) != 3:
+            raise ValueError(
+                f"CNN takes input_shape (channels, height, width), got {self.input_shape}; "
+                "use model=mlp for feature vectors or model=rnn for sequences (steps, features)"
+            )
         if pool not in POOLS:
             raise ValueError(f"pool must be one of {', '.join(POOLS)}, got {pool!r}")
         if kernel_size < 1 or kernel_size % 2 == 0:
@@ -70,8 +76,9 @@ class CNN(Backbone):
         head: list[nn.Module] = [nn.Flatten()]
         if dropout > 0:
             head.append(nn.Dropout(dropout))
-        head.append(nn.Linear(in_ch * height * width, self.num_classes))
+        head.append(nn.Linear(in_ch * height * width, self.num_outputs))
         self.head = nn.Sequential(*head)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
         return self.head(self.features(x))

@@ -45,8 +45,12 @@ def _resolve_run(client: Any, experiment_id: str, target: str) -> Any:
     return children[0]
 
 
-def _apply(cfg: Any, overrides: Sequence[str]) -> str:
-    """Apply ``data=<option>`` and ``key=value`` overrides; return the data config's name."""
+def _apply(cfg: Any, overrides: Sequence[str], config_dirs: Sequence[Path] = ()) -> str:
+    """Apply ``data=<option>`` and ``key=value`` overrides; return the data config's name.
+
+    ``data=<option>`` is looked up in ``config_dirs`` first (the user's folders), then in
+    the shipped config groups.
+    """
     from sweeper.paths import conf_dir
 
     data_name = str(cfg.data._target_).rsplit(".", 1)[-1].replace("DataModule", "").lower()
@@ -55,9 +59,11 @@ def _apply(cfg: Any, overrides: Sequence[str]) -> str:
             raise ConfigError(f"override {override!r} is not KEY=VALUE")
         group = GROUP_OVERRIDE.match(override)
         if group:
-            path = conf_dir() / "data" / f"{group.group(2)}.yaml"
-            if not path.is_file():
-                options = ", ".join(sorted(p.stem for p in path.parent.glob("*.yaml")))
+            folders = [Path(d) / "data" for d in config_dirs] + [conf_dir() / "data"]
+            found = [f / f"{group.group(2)}.yaml" for f in folders if (f / f"{group.group(2)}.yaml").is_file()]
+            path = found[0] if found else folders[-1] / f"{group.group(2)}.yaml"
+            if not found:
+                options = ", ".join(sorted({p.stem for f in folders for p in f.glob("*.yaml")}))
                 raise ConfigError(f"data={group.group(2)}: no such option; choose one of {options}")
             node = OmegaConf.load(path)
             cfg.data = node
@@ -70,7 +76,9 @@ def _apply(cfg: Any, overrides: Sequence[str]) -> str:
     return data_name
 
 
-def evaluate_recorded(target: str, overrides: Sequence[str], uri: str, experiment: str) -> dict[str, float]:
+def evaluate_recorded(
+    target: str, overrides: Sequence[str], uri: str, experiment: str, config_dirs: Sequence[Path] = ()
+) -> dict[str, float]:
     from mlflow.exceptions import MlflowException
 
     from sweeper.tracking.mlflow import MlflowTracker
@@ -96,12 +104,12 @@ def evaluate_recorded(target: str, overrides: Sequence[str], uri: str, experimen
                 "its output_dir); evaluate a run trained with checkpoint=true"
             )
         cfg = OmegaConf.load(config_path)
-        data_name = _apply(cfg, overrides)
+        data_name = _apply(cfg, overrides, config_dirs)
         OmegaConf.resolve(cfg)
         out = Path(tmp) / "evaluation"
         evaluation = evaluate_checkpoint(cfg, checkpoint, out)
         metrics = {f"eval/{data_name}/{k.split('/', 1)[1]}": v for k, v in evaluation.metrics.items()}
-        tracker.log_metrics(run_id, metrics, synchronous=True)
+        tracker.log_metrics(run_id, metrics)
         tracker.log_artifacts(run_id, out, f"evaluation/{data_name}")
         tracker.flush()  # the files live in a temporary folder
     print(f"run {run_id} ({run.info.run_name}) on {data_name} test split: "

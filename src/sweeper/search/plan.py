@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sweeper.search.settings import SearchSettings
 
-TRIAL_METRICS = ("val/acc", "val/loss", "val/f1", "train/loss", "train/acc")
+
 STATIC_METRICS = ("model/num_parameters",)
 
 
@@ -26,6 +26,10 @@ class SweepPlan:
     started_at: float = 0.0
     deadline: float | None = None
     threads: int = 1
+    # Hydra's search path, in order and absolute, so workers compose what this command did
+    config_sources: list[dict[str, str]] = field(default_factory=list)
+    # the resolved base config (no search, no hydra); a worker that composes anything else stops
+    base_config: dict[str, Any] = field(default_factory=dict)
 
     @property
     def search(self) -> SearchSettings:

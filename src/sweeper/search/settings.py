@@ -29,6 +29,7 @@ class SearchSettings:
     retries: int = 1
     force: bool = False
     register_model: bool = True
+    cv_folds: int = 1
     sampler_name: str = "tpe"
     pruner_name: str = "median"
     params: dict[str, Any] = field(default_factory=dict)
@@ -44,14 +45,40 @@ def _as_tuple(value: Any) -> tuple[Any, ...]:
     return (value,)
 
 
-def parse_settings(search: DictConfig, choices: dict[str, str] | None = None) -> SearchSettings:
-    """Check every ``search.*`` key and build :class:`SearchSettings`; all problems at once."""
+_LOWER_IS_BETTER = ("loss", "mse", "mae", "rmse", "error", "num_parameters", "time")
+_HIGHER_IS_BETTER = ("acc", "accuracy", "f1", "r2", "precision", "recall", "auc", "auroc")
+
+
+def infer_direction(metric: str, monitor: str | None = None, monitor_mode: str | None = None) -> str | None:
+    """maximize/minimize for a metric: the monitor's mode, else from the metric's name."""
+    if metric == monitor and monitor_mode in ("min", "max"):
+        return "maximize" if monitor_mode == "max" else "minimize"
+    name = metric.rsplit("/", 1)[-1].lower()
+    if any(name == w or name.endswith(("_" + w, "-" + w)) for w in _LOWER_IS_BETTER):
+        return "minimize"
+    if any(name == w or name.endswith(("_" + w, "-" + w)) for w in _HIGHER_IS_BETTER):
+        return "maximize"
+    return None
+
+
+def parse_settings(
+    search: DictConfig,
+    choices: dict[str, str] | None = None,
+    monitor: str | None = None,
+    monitor_mode: str | None = None,
+) -> SearchSettings:
+    """Check every ``search.*`` key and build :class:`SearchSettings`; all problems at once.
+
+    ``search.direction: null`` takes each metric's direction from ``monitor_mode`` (for
+    the monitored metric) or from its name (loss, mae … minimise; acc, f1, r2 … maximise).
+    """
     problems: list[str] = []
     raw = OmegaConf.to_container(search, resolve=True)
     assert isinstance(raw, dict)
     known = {
         "n_trials", "timeout", "metric", "direction", "study_name", "storage", "workers", "seed",
         "max_failure_rate", "retries", "force", "register_model", "params", "sampler", "pruner",
+        "cv",
     }  # fmt: skip
     for key in sorted(set(raw) - known):
         problems.append(f"search.{key}: unknown key; known keys are {', '.join(sorted(known))}")
@@ -80,6 +107,15 @@ def parse_settings(search: DictConfig, choices: dict[str, str] | None = None) ->
         rate = 0.5
     metrics = _as_tuple(raw.get("metric"))
     directions = _as_tuple(raw.get("direction"))
+    if raw.get("direction") is None and metrics and all(isinstance(m, str) and m for m in metrics):
+        inferred = [infer_direction(m, monitor, monitor_mode) for m in metrics]
+        unknown = [m for m, d in zip(metrics, inferred) if d is None]
+        if unknown:
+            problems.append(
+                f"search.direction: cannot tell whether to maximize or minimize {', '.join(unknown)}; "
+                "set it, e.g. search.direction=maximize"
+            )
+        directions = tuple(d or "maximize" for d in inferred)
     if not metrics or not all(isinstance(m, str) and m for m in metrics):
         problems.append(f"search.metric must be a metric name such as val/acc (or a list), got {raw.get('metric')!r}")
     if len(directions) != len(metrics) or any(d not in DIRECTIONS for d in directions):
@@ -99,6 +135,14 @@ def parse_settings(search: DictConfig, choices: dict[str, str] | None = None) ->
     for key in ("force", "register_model"):
         if not isinstance(raw.get(key), bool):
             problems.append(f"search.{key} must be true or false, got {raw.get(key)!r}")
+    cv = raw.get("cv") or {}
+    folds = cv.get("folds", 1) if isinstance(cv, dict) else None
+    if not isinstance(cv, dict) or set(cv) - {"folds"}:
+        problems.append(f"search.cv must be a mapping with one key, folds; got {cv!r}; e.g. search.cv.folds=5")
+        folds = 1
+    elif not isinstance(folds, int) or isinstance(folds, bool) or folds < 1:
+        problems.append(f"search.cv.folds must be an integer >= 1 (1: no cross-validation), got {folds!r}")
+        folds = 1
     params = raw.get("params")
     if not isinstance(params, dict) or not params:
         problems.append("search.params must map config keys to search spaces; see README 'Search spaces'")
@@ -119,6 +163,7 @@ def parse_settings(search: DictConfig, choices: dict[str, str] | None = None) ->
         retries=retries,
         force=raw["force"],
         register_model=raw["register_model"],
+        cv_folds=folds,
         sampler_name=choices.get("search/sampler", "custom"),
         pruner_name=choices.get("search/pruner", "custom"),
         params=params,

@@ -25,9 +25,11 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from sweeper.config import validate_train_config
+from sweeper.config import resolved, validate_train_config
+from sweeper.composition import without_searchpath
 from sweeper.errors import ConfigError, SweeperError
-from sweeper.search.plan import STATIC_METRICS, TRIAL_METRICS, SweepPlan
+from sweeper.search.plan import SweepPlan
+from sweeper.search.preflight import check_trials
 from sweeper.search.report import Progress, table, trials_table
 from sweeper.search.settings import SearchSettings, mask_url, parse_settings
 from sweeper.search.space import SearchSpace, parse_space
@@ -39,7 +41,7 @@ from sweeper.search.trials import (
 log = logging.getLogger(__name__)
 
 SPACE_ATTR, METRICS_ATTR, PARENT_ATTR = "sweeper.space", "sweeper.metrics", "sweeper.parent_run_id"
-EXIT_INTERRUPTED, EXIT_FAILURES = 130, 3
+EXIT_INTERRUPTED, EXIT_FAILURES, EXIT_CONFIG = 130, 3, 4
 
 
 def _say(message: str) -> None:
@@ -47,65 +49,6 @@ def _say(message: str) -> None:
 
 
 # ------------------------------------------------------------------------ checking
-
-
-def check_metrics(settings: SearchSettings) -> None:
-    first, rest = settings.metrics[0], settings.metrics[1:]
-    if first not in TRIAL_METRICS:
-        raise ConfigError(
-            f"search.metric: '{first}' is not logged every epoch; choose one of {', '.join(TRIAL_METRICS)}"
-        )
-    for metric in rest:
-        if metric not in TRIAL_METRICS + STATIC_METRICS:
-            raise ConfigError(
-                f"search.metric: unknown metric '{metric}'; choose from "
-                f"{', '.join(TRIAL_METRICS + STATIC_METRICS)}"
-            )
-
-
-def check_space(space: SearchSpace, base: DictConfig, overrides: list[str]) -> None:
-    """Every group option exists and every key exists in each config it can be applied to."""
-    from hydra import compose
-
-    from sweeper.paths import conf_dir
-
-    searched_groups = {p.key: p for p in space.group_params}
-    for p in space.group_params:
-        folder = conf_dir() / p.key
-        options = sorted(f.stem for f in folder.glob("*.yaml"))
-        for choice in p.choices:
-            if choice not in options:
-                raise ConfigError(
-                    f"search.params.{p.key}: no option '{choice}' in group '{p.key}'; "
-                    f"choose from {', '.join(options)}"
-                )
-    composed: dict[str, DictConfig] = {}
-    for p in space.params:
-        if p.is_group:
-            continue
-        group = p.key.split(".", 1)[0]
-        searched = searched_groups.get(group)
-        if searched is None:
-            targets = [("", base)]
-        else:
-            allowed = dict(p.when).get(group, searched.choices)
-            targets = []
-            for option in allowed:
-                override = f"{group}={option}"
-                if override not in composed:
-                    composed[override] = compose(config_name="sweep", overrides=[*overrides, override])
-                targets.append((override, composed[override]))
-        missing = [name or "the config" for name, cfg in targets if OmegaConf.select(cfg, p.key, default=_ABSENT) is _ABSENT]
-        if missing:
-            hint = (
-                f"; search it only where it exists, e.g. when: {{{group}: <option>}}"
-                if searched is not None
-                else f"; check the spelling against `sweeper sweep --cfg job`"
-            )
-            raise ConfigError(f"search.params.{p.key}: key not in {', '.join(missing)}{hint}")
-
-
-_ABSENT = object()
 
 
 # -------------------------------------------------------------------------- study
@@ -339,7 +282,7 @@ def finish(study: Any, plan: SweepPlan, tracker: Any, space: SearchSpace, outcom
             summary_metrics.update(test)
             child = top.user_attrs.get(RUN_ID_ATTR)
             if tracker is not None and child:
-                tracker.log_metrics(child, test, synchronous=True)
+                tracker.log_metrics(child, test)
                 tracker.log_artifact(child, checkpoint, "checkpoints")
                 tracker.log_artifacts(child, study_dir / "evaluation", "evaluation")
                 if plan.parent_run_id:
@@ -357,8 +300,9 @@ def finish(study: Any, plan: SweepPlan, tracker: Any, space: SearchSpace, outcom
         if plots and tracker is not None and plan.parent_run_id:
             tracker.log_artifacts(plan.parent_run_id, study_dir / "plots", "plots")
     if tracker is not None and plan.parent_run_id:
-        tracker.set_tags(plan.parent_run_id, summary_tags)
-        tracker.log_metrics(plan.parent_run_id, summary_metrics, step=c["DONE"], synchronous=True)
+        # queued behind everything above; run_sweep's end_run of the parent waits for all
+        tracker.log_metrics(plan.parent_run_id, summary_metrics, step=c["DONE"])
+        tracker.set_tags(plan.parent_run_id, summary_tags)  # one write with the metrics
         if (study_dir / "best_config.yaml").is_file():
             tracker.log_artifact(plan.parent_run_id, study_dir / "best_config.yaml")
 
@@ -366,20 +310,36 @@ def finish(study: Any, plan: SweepPlan, tracker: Any, space: SearchSpace, outcom
 # --------------------------------------------------------------------------- main
 
 
-def run_sweep(cfg: DictConfig, choices: dict[str, str], overrides: list[str]) -> int:
-    """Run (or resume) the study described by a composed ``sweep.yaml`` config."""
+def _worker_error(study_dir: Path) -> str:
+    """The last ``sweeper: error:`` line a worker wrote to its log."""
+    for path in sorted(study_dir.glob("worker_*.log")):
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.startswith("sweeper: error: ")]
+        if lines:
+            return lines[-1][len("sweeper: error: "):]
+    return "a sweep worker could not compose the sweep's config"
+
+
+def run_sweep(
+    cfg: DictConfig, choices: dict[str, str], overrides: list[str], sources: list[dict[str, str]]
+) -> int:
+    """Run (or resume) the study described by a composed ``sweep.yaml`` config.
+
+    ``sources`` is the Hydra search path it was composed with; workers compose from it.
+    """
     if cfg.search.study_name is None:
         with open_dict(cfg):
             cfg.search.study_name = choices.get("experiment") or "default"
-    settings = parse_settings(cfg.search, choices)
+    settings = parse_settings(cfg.search, choices, cfg.get("monitor"), cfg.get("monitor_mode"))
     space = parse_space(settings.params)
-    check_metrics(settings)
     base = cfg.copy()
     with open_dict(base):
         base.pop("search", None)
         base.pop("hydra", None)
     validate_train_config(base)
-    check_space(space, cfg, overrides)
+    if settings.cv_folds > 1 and settings.multi_objective:
+        raise ConfigError("search.cv.folds: cross-validation scores one metric; drop the extra "
+                          "search.metric entries or set search.cv.folds=1")
+    check_trials(space, cfg, without_searchpath(overrides), settings)
     n_trials = settings.n_trials
     if settings.sampler_name == "grid":
         size = 1
@@ -429,7 +389,7 @@ def run_sweep(cfg: DictConfig, choices: dict[str, str], overrides: list[str]) ->
         study_name=settings.study_name,
         storage=storage_url,
         study_dir=str(study_dir),
-        overrides=overrides,
+        overrides=without_searchpath(overrides),
         choices={k: v for k, v in choices.items() if not k.startswith(("search/", "experiment"))},
         settings={**asdict(settings), "n_trials": n_trials},
         parent_run_id=parent,
@@ -437,6 +397,8 @@ def run_sweep(cfg: DictConfig, choices: dict[str, str], overrides: list[str]) ->
         started_at=started - 1.0,
         deadline=started + settings.timeout if settings.timeout else None,
         threads=max(1, (os.cpu_count() or 1) // settings.workers),
+        config_sources=sources,
+        base_config=resolved(base),
     )
     plan_file = study_dir / "plan.json"
     plan.save(plan_file)
@@ -454,6 +416,8 @@ def run_sweep(cfg: DictConfig, choices: dict[str, str], overrides: list[str]) ->
         close_finished_trial_runs(tracker, study)
     if interrupted or any(code == EXIT_INTERRUPTED for code in codes):
         outcome = "interrupted"
+    elif any(code == EXIT_CONFIG for code in codes):
+        outcome = "config mismatch"
     elif any(code == EXIT_FAILURES for code in codes):
         outcome = "too many failures"
     elif any(code not in (0, None) for code in codes):
@@ -479,6 +443,8 @@ def run_sweep(cfg: DictConfig, choices: dict[str, str], overrides: list[str]) ->
             f"search stopped: more than {settings.max_failure_rate:.0%} of trials failed "
             f"(search.max_failure_rate); last error: {reasons[-1] if reasons else 'unknown'}"
         )
+    if outcome == "config mismatch":
+        raise SweeperError(f"{_worker_error(study_dir)}; see {study_dir}/worker_*.log")
     if outcome == "worker error":
         raise SweeperError(f"a sweep worker crashed (exit codes {codes}); see {study_dir}/worker_*.log")
     if outcome == "timeout":

@@ -36,6 +36,7 @@ from sweeper.search.trials import (
 log = logging.getLogger(__name__)
 
 EXIT_FAILURES = 3
+EXIT_CONFIG = 4  # this worker cannot compose the coordinator's config
 MIN_TRIALS_FOR_FAILURE_RATE = 5
 
 
@@ -57,15 +58,15 @@ def trial_config(
     """
     settings = plan.search
     groups, keys = split_overrides(values)
-    key = tuple(groups)
-    composed = cache.get(key) if cache is not None else None
+    choice = tuple(groups)
+    composed = cache.get(choice) if cache is not None else None
     if composed is None:
         composed = compose_sweep([*base_overrides, *groups])
         with open_dict(composed):
             composed.pop("search", None)
             composed.pop("hydra", None)
         if cache is not None:
-            cache[key] = composed
+            cache[choice] = composed
     cfg = copy.deepcopy(composed)
     for key, value in keys.items():
         if OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT:
@@ -198,7 +199,7 @@ class Worker:
     def _run_trial(self, trial: Any, values: dict[str, Any]) -> None:
         from optuna.trial import TrialState
 
-        from sweeper.search.pruning import PruningCallback
+        from sweeper.search.pruning import pruning_callback
         from sweeper.training import run_training
 
         settings = self.settings
@@ -209,9 +210,7 @@ class Worker:
             return
         groups, _ = split_overrides(values)
         choices = {**self.plan.choices, **{g.split("=", 1)[0]: g.split("=", 1)[1] for g in groups}}
-        callback = PruningCallback(
-            None if settings.multi_objective else trial, settings.metrics[0], heartbeat=trial
-        )
+        prune_trial = None if settings.multi_objective else trial
         tags = {
             "study": self.plan.study_name,
             "trial_number": trial.number,
@@ -224,19 +223,38 @@ class Worker:
             child.append(run_id)
             trial.set_user_attr(RUN_ID_ATTR, run_id)
 
+        trial_dir = self.study_dir / f"trial_{trial.number:04d}"
         try:
-            result = run_training(
-                cfg,
-                self.study_dir / f"trial_{trial.number:04d}",
-                choices=choices,
-                callbacks=[callback],
-                parent_run_id=self.plan.parent_run_id,
-                run_name=f"trial-{trial.number:04d}",
-                tags=tags,
-                track=self.plan.tracking_enabled,
-                run_started=started,
-                wait_for_tracking=False,
-            )
+            if settings.cv_folds > 1:
+                from sweeper.training.cv import run_cv
+
+                def after_fold(index: int, score: float) -> bool:
+                    if prune_trial is None:
+                        return False
+                    prune_trial.report(score, step=index)
+                    return bool(prune_trial.should_prune())
+
+                result = run_cv(
+                    cfg, settings.cv_folds, trial_dir, choices=choices,
+                    parent_run_id=self.plan.parent_run_id, run_name=f"trial-{trial.number:04d}",
+                    tags=tags, track=self.plan.tracking_enabled, run_started=started,
+                    after_fold=after_fold,
+                    # epochs are not pruned inside a fold; the callback still stops non-finite runs
+                    callbacks=lambda: [pruning_callback(None, settings.metrics[0], heartbeat=trial)],
+                )  # fmt: skip
+            else:
+                result = run_training(
+                    cfg,
+                    trial_dir,
+                    choices=choices,
+                    callbacks=[pruning_callback(prune_trial, settings.metrics[0], heartbeat=trial)],
+                    parent_run_id=self.plan.parent_run_id,
+                    run_name=f"trial-{trial.number:04d}",
+                    tags=tags,
+                    track=self.plan.tracking_enabled,
+                    run_started=started,
+                    wait_for_tracking=False,
+                )
         except KeyboardInterrupt:
             self._fail(trial, "interrupted (Ctrl-C)", "interrupted", retry=True)
             raise
@@ -259,7 +277,7 @@ class Worker:
         trial.set_user_attr("num_parameters", result.num_parameters)
         if result.best_checkpoint:
             trial.set_user_attr("checkpoint", result.best_checkpoint)
-        trial.set_user_attr("config", str(self.study_dir / f"trial_{trial.number:04d}" / "config.yaml"))
+        trial.set_user_attr("config", str(trial_dir / "config.yaml"))
         if result.pruned:
             trial.set_user_attr("prune_reason", result.prune_reason)
             self.study.tell(trial, state=TrialState.PRUNED)
@@ -277,20 +295,61 @@ def _instantiate(node: DictConfig, **kwargs: Any) -> Any:
     return instantiate(node, _convert_="all", **kwargs)
 
 
+def config_difference(expected: Any, got: Any, prefix: str = "") -> str | None:
+    """The first key where two resolved configs differ, described in one phrase."""
+    if isinstance(expected, dict) and isinstance(got, dict):
+        for key in sorted(set(expected) | set(got), key=str):
+            where = f"{prefix}{key}"
+            if key not in got:
+                return f"{where} is missing"
+            if key not in expected:
+                return f"{where} is extra"
+            found = config_difference(expected[key], got[key], f"{where}.")
+            if found:
+                return found
+        return None
+    if expected != got:
+        return f"{prefix.rstrip('.') or 'the config'} is {got!r}, not {expected!r}"
+    return None
+
+
+def check_same_config(plan: SweepPlan) -> None:
+    """Stop before the first trial if this worker composes another base config than the
+    coordinator did (a config folder, experiment or override it cannot see)."""
+    from sweeper.config import resolved
+
+    base = compose_sweep(plan.overrides)
+    with open_dict(base):
+        base.pop("search", None)
+    mine = resolved(base)
+    difference = config_difference(plan.base_config, mine)
+    if difference:
+        raise ConfigError(
+            f"this worker composed another config than `sweeper sweep` did ({difference}); "
+            "every process must see the same config folder (-cd/--config-dir, "
+            "hydra.searchpath) and the same files"
+        )
+
+
 def worker_main(plan_file: str, index: int) -> int:
     """Entry point of ``sweeper _worker PLAN INDEX`` (a process started by ``sweeper sweep``)."""
-    from hydra import initialize_config_dir
-
-    from sweeper.paths import conf_dir
+    from sweeper.composition import config_context
 
     plan = SweepPlan.load(plan_file)
     # SIGTERM ends the worker like Ctrl-C does: the trial is marked, MLflow writes finish.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    import pytorch_lightning  # noqa: F401 - loaded before the first trial is asked, so no
-    import torch  # trial's timestamps or duration include seconds of imports
+    # Loaded before the first trial is asked, so no trial's timestamps or duration
+    # include seconds of imports.
+    import pytorch_lightning  # noqa: F401
+    import torch
 
     torch.set_num_threads(max(1, plan.threads))
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+    with config_context(plan.config_sources):
+        try:
+            check_same_config(plan)
+        except SweeperError as exc:
+            print(f"sweeper: error: {exc}", file=sys.stderr, flush=True)
+            return EXIT_CONFIG
         worker = Worker(plan, index)
         try:
             return worker.run()

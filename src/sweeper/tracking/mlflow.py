@@ -66,7 +66,6 @@ class _Writer:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
-        self.failures = 0
 
     def submit(self, fn: Any, *args: Any, **kwargs: Any) -> None:
         if self._thread is None or not self._thread.is_alive():
@@ -95,13 +94,10 @@ class _Writer:
             try:
                 fn(*args, **kwargs)
             except Exception as exc:  # noqa: BLE001 - reported, never raised into training
-                self.failures += 1
                 log.warning("MLflow write %s failed: %s", getattr(fn, "__name__", fn), exc)
 
 
 _trackers: weakref.WeakSet[MlflowTracker] = weakref.WeakSet()
-
-
 EXIT_DRAIN_TIMEOUT_S = 120.0
 
 
@@ -208,14 +204,12 @@ class MlflowTracker:
         for start in range(0, len(items), _PARAMS_PER_BATCH):
             self._send(run_id, params=items[start : start + _PARAMS_PER_BATCH])
 
-    def set_tags(self, run_id: str, tags: Mapping[str, Any], synchronous: bool = False) -> None:
+    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
         """Set tags (with any metrics not sent yet, in the same write)."""
         from mlflow.entities import RunTag
 
         items = [RunTag(str(k), str(v)) for k, v in tags.items() if v is not None]
         self._send(run_id, self._take_metrics(run_id), tags=items)
-        if synchronous:
-            self.flush()
 
     def log_metrics(
         self, run_id: str, metrics: Mapping[str, float], step: int = 0, synchronous: bool = False
@@ -241,7 +235,7 @@ class MlflowTracker:
         for run in pending:
             self._send_metrics(run)
 
-    def flush(self, run_id: str | None = None) -> None:
+    def flush(self) -> None:
         """Send every queued metric and wait until all writes so far are done."""
         self._send_all_metrics()
         self._writer.drain()

@@ -18,6 +18,20 @@ class Evaluation:
     artifacts: list[Path] = field(default_factory=list)
 
 
+def module_class(cfg: DictConfig) -> Any:
+    """The LightningModule class that a run of ``cfg`` trained and checkpointed."""
+    from sweeper.training.build import import_target, is_lightning_module, task_class
+
+    target = import_target(cfg.model, "model")
+    if is_lightning_module(target):
+        return target
+    if "task" not in cfg:  # recorded before task types existed: a classifier
+        from sweeper.models import Classifier
+
+        return Classifier
+    return task_class(cfg)
+
+
 def evaluate_checkpoint(
     config: Mapping[str, Any] | DictConfig | str | Path,
     checkpoint: str | Path,
@@ -26,17 +40,14 @@ def evaluate_checkpoint(
     """Test ``checkpoint`` on the test split of the data described by ``config``.
 
     ``config`` is a resolved training config (a mapping, a DictConfig or the path of its
-    YAML file). Returns ``test/*`` metrics; with ``out_dir``, also writes a confusion
-    matrix (``confusion_matrix.png``) and per-class precision/recall/F1
-    (``per_class.csv``, ``per_class.html``) there.
+    YAML file). Returns ``test/*`` metrics; with ``out_dir``, the task module also writes
+    its report there (classification: confusion matrix and per-class table; regression:
+    predicted against true values; autoencoder: reconstructions).
     """
     from sweeper.training.run import build_datamodule, quiet_lightning
 
     quiet_lightning()
     import pytorch_lightning as pl
-    import torch
-
-    from sweeper.models import Classifier
 
     if isinstance(config, (str, Path)):
         cfg = OmegaConf.load(config)
@@ -46,11 +57,13 @@ def evaluate_checkpoint(
         cfg = OmegaConf.create(dict(config))
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
-    model = Classifier.load_from_checkpoint(str(checkpoint), map_location="cpu")
-    if tuple(model.net.input_shape) != tuple(datamodule.input_shape):
+    model = module_class(cfg).load_from_checkpoint(str(checkpoint), map_location="cpu")
+    net_shape = getattr(getattr(model, "net", None), "input_shape", None)
+    data_shape = getattr(datamodule, "input_shape", None)
+    if net_shape is not None and data_shape is not None and tuple(net_shape) != tuple(data_shape):
         raise ConfigError(
-            f"data: the model takes images of shape {tuple(model.net.input_shape)}, the data "
-            f"gives {tuple(datamodule.input_shape)}; evaluate on data of the same shape"
+            f"data: the model takes inputs of shape {tuple(net_shape)}, the data gives "
+            f"{tuple(data_shape)}; evaluate on data of the same shape"
         )
     trainer = pl.Trainer(
         accelerator=cfg.trainer.accelerator,
@@ -62,42 +75,8 @@ def evaluate_checkpoint(
     )
     (result,) = trainer.test(model, datamodule=datamodule, verbose=False)
     evaluation = Evaluation({k: float(v) for k, v in result.items() if k.startswith("test/")})
-    if out_dir is None:
+    if out_dir is None or not callable(getattr(model, "write_report", None)):
         return evaluation
-    x, y = datamodule.splits["test"]
-    preds = torch.cat([model.predict(x[i : i + 2048]).cpu() for i in range(0, len(x), 2048)])
-    evaluation.artifacts = per_class_report(
-        y.numpy(), preds.numpy(), list(datamodule.class_names), Path(out_dir)
-    )
+    model.eval()
+    evaluation.artifacts = list(model.write_report(datamodule, Path(out_dir)))
     return evaluation
-
-
-def per_class_report(y_true: Any, y_pred: Any, class_names: list[str], out_dir: Path) -> list[Path]:
-    """Confusion matrix PNG and per-class precision/recall/F1 table (CSV and HTML)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import pandas as pd
-    from sklearn.metrics import ConfusionMatrixDisplay, classification_report
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    labels = list(range(len(class_names)))
-    display = ConfusionMatrixDisplay.from_predictions(
-        y_true, y_pred, labels=labels, display_labels=class_names, cmap="Blues", colorbar=False
-    )
-    display.ax_.set_title("Confusion matrix (test split)")
-    display.figure_.set_size_inches(7, 6)
-    png = out_dir / "confusion_matrix.png"
-    display.figure_.savefig(png, dpi=110, bbox_inches="tight")
-    plt.close(display.figure_)
-    report = classification_report(
-        y_true, y_pred, labels=labels, target_names=class_names, output_dict=True, zero_division=0
-    )
-    table = pd.DataFrame(report).T.rename(columns={"f1-score": "f1"})
-    table["support"] = table["support"].astype(int)
-    csv = out_dir / "per_class.csv"
-    table.to_csv(csv, float_format="%.4f")
-    html = out_dir / "per_class.html"
-    html.write_text(table.to_html(float_format=lambda v: f"{v:.4f}", border=0))
-    return [png, csv, html]

@@ -21,8 +21,9 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from sweeper.config import validate_train_config
+from sweeper.config import resolved, validate_train_config
 from sweeper.errors import ConfigError, SweeperError
+from sweeper.training.build import build_datamodule, build_module, instantiate
 
 log = logging.getLogger(__name__)
 
@@ -69,42 +70,9 @@ def _is_rank_zero() -> bool:
     return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
 
 
-def _instantiate(node: DictConfig, group: str, **kwargs: Any) -> Any:
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
-
-    try:
-        return instantiate(node, _convert_="all", **kwargs)
-    except InstantiationException as exc:
-        cause = exc.__cause__ or exc
-        msg = " ".join(str(cause).split())[:300] or type(cause).__name__
-        raise ConfigError(f"{group}: {msg}; check the {group}.* keys (sweeper train --cfg job)") from exc
-
-
 def family(cfg: DictConfig) -> str:
     """Model family, e.g. ``cnn`` for ``sweeper.models.CNN``."""
     return str(cfg.model._target_).rsplit(".", 1)[-1].lower()
-
-
-def resolved(cfg: DictConfig) -> dict[str, Any]:
-    """The config as plain data with every interpolation resolved (Hydra's own node dropped)."""
-    data = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    assert isinstance(data, dict)
-    data.pop("hydra", None)
-    return data
-
-
-def build_datamodule(cfg: DictConfig) -> Any:
-    return _instantiate(cfg.data, "data")
-
-
-def build_module(cfg: DictConfig, input_shape: Sequence[int], num_classes: int) -> Any:
-    from sweeper.models import Classifier
-
-    net = _instantiate(cfg.model, "model", input_shape=list(input_shape), num_classes=num_classes)
-    optimizer = _instantiate(cfg.optimizer, "optimizer")
-    scheduler = _instantiate(cfg.scheduler, "scheduler") if "_target_" in cfg.scheduler else None
-    return Classifier(net=net, optimizer=optimizer, scheduler=scheduler)
 
 
 def run_training(
@@ -118,6 +86,7 @@ def run_training(
     track: bool = True,
     run_started: Callable[[str], None] | None = None,
     wait_for_tracking: bool = True,
+    fold: tuple[int, int] | None = None,
 ) -> TrainResult:
     """Train, test and record one model described by a composed training config.
 
@@ -132,6 +101,8 @@ def run_training(
         run_started: called with the MLflow run id as soon as the run exists.
         wait_for_tracking: False returns without waiting for the run's last MLflow
             writes (a sweep's worker waits once, before it exits).
+        fold: ``(index, folds)`` trains on one cross-validation fold: the data module's
+            ``set_fold(index, folds)`` makes that fold the validation split.
 
     A callback with a true ``pruned`` attribute after ``fit`` (the sweep's pruning
     callback) marks the run PRUNED: it is not tested, and ``TrainResult.pruned`` is set.
@@ -153,8 +124,11 @@ def run_training(
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
+    if fold is not None:
+        set_fold(datamodule, *fold)
     datamodule.prepare_data()  # missing files fail here, before a run is created
-    module = build_module(cfg, datamodule.input_shape, datamodule.num_classes)
+    built = build_module(cfg, datamodule)
+    module = built.module
 
     tracker = run_id = None
     if track and cfg.tracking.enabled and _is_rank_zero():
@@ -165,6 +139,9 @@ def run_training(
         name = run_name or cfg.tracking.run_name or f"{family(cfg)}-{time.strftime('%Y%m%d-%H%M%S')}"
         run_tags = {
             "model_family": family(cfg),
+            "model_class": built.net_class,
+            "data_class": f"{type(datamodule).__module__}.{type(datamodule).__qualname__}",
+            "task": built.task,
             "mlflow.source.git.commit": git_commit(),
             "mlflow.source.name": "sweeper train",
             "output_dir": str(output_dir),
@@ -194,7 +171,7 @@ def run_training(
         ) if cfg.checkpoint else None
         trainer_callbacks = [*callbacks, *([checkpoint] if checkpoint else [])]
         logger = MlflowLogger(tracker, run_id) if tracker is not None and run_id else False
-        trainer: pl.Trainer = _instantiate(
+        trainer: pl.Trainer = instantiate(
             cfg.trainer,
             "trainer",
             logger=logger,
@@ -210,14 +187,16 @@ def run_training(
             monitors = [getattr(cb, "monitor", None) for cb in callbacks if hasattr(cb, "pruned")]
             ddp_file.write_text(yaml.safe_dump(
                 {"cfg": plain, "output_dir": str(output_dir),
-                 "prune_monitor": monitors[0] if monitors else None},
+                 "prune_monitor": monitors[0] if monitors else None,
+                 "fold": list(fold) if fold else None},
                 sort_keys=False,
             ))
             os.environ[DDP_CONFIG_ENV] = str(ddp_file)
         trainer.fit(module, datamodule=datamodule)
         if trainer.interrupted:
             raise KeyboardInterrupt
-        module.check_diverged()
+        if hasattr(module, "check_diverged"):
+            module.check_diverged()
         pruner = next((cb for cb in callbacks if getattr(cb, "pruned", False)), None)
         fit_metrics = _scalars(trainer.callback_metrics)
         best_path = checkpoint.best_model_path if checkpoint else None
@@ -299,6 +278,17 @@ _DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "LOCAL_RANK
             "GROUP_RANK", "LOCAL_WORLD_SIZE", "TORCHELASTIC_RUN_ID")
 
 
+def set_fold(datamodule: Any, index: int, folds: int) -> None:
+    """Make fold ``index`` of ``folds`` the data module's validation split."""
+    if not callable(getattr(datamodule, "set_fold", None)):
+        raise ConfigError(
+            f"search.cv.folds: {type(datamodule).__name__} cannot split into folds (it has no "
+            "set_fold(index, folds)); build it on sweeper.data.InMemoryDataModule or "
+            "ArrayDataModule, or set search.cv.folds=1"
+        )
+    datamodule.set_fold(index, folds)
+
+
 def _end_process_group(saved_env: Mapping[str, str | None]) -> None:
     import torch.distributed as dist
 
@@ -334,10 +324,11 @@ def run_ddp_child(config_file: str | Path) -> None:
     cfg.progress_bar = False
     callbacks = []
     if data.get("prune_monitor"):
-        from sweeper.search.pruning import PruningCallback
+        from sweeper.training.callbacks import PruningCallback
 
-        callbacks.append(PruningCallback(None, data["prune_monitor"]))
+        callbacks.append(PruningCallback(data["prune_monitor"]))
+    fold = tuple(data["fold"]) if data.get("fold") else None
     try:
-        run_training(cfg, data["output_dir"], track=False, callbacks=callbacks)
+        run_training(cfg, data["output_dir"], track=False, callbacks=callbacks, fold=fold)  # type: ignore[arg-type]
     except SweeperError:
         pass
