@@ -157,8 +157,9 @@ def with_config_dir(argv: Sequence[str]) -> list[str]:
     """Hydra's command line with the user's config folder made explicit.
 
     ``-cd DIR`` must name a folder; without it, the project's folder
-    (``$SWEEPER_CONFIG_DIR`` or ``./conf``) is passed as ``--config-dir``. Either way the
-    folder's files take precedence over the shipped ones of the same name.
+    (``$SWEEPER_CONFIG_DIR`` or ``./conf``) is passed as ``--config-dir``. Hydra searches
+    it after the shipped folder, so a file there may not reuse a shipped name
+    (:func:`sweeper.composition.check_shadowing`).
     """
     from pathlib import Path
 
@@ -216,6 +217,9 @@ def _train_task(cfg: Any) -> float | None:
 
     from sweeper.training import run_training
 
+    from sweeper.composition import check_shadowing, current_sources
+
+    check_shadowing(current_sources())
     runtime = HydraConfig.get().runtime
     choices = {
         k: v for k, v in runtime.choices.items() if v is not None and not k.startswith("hydra")
@@ -253,9 +257,11 @@ def _sweep_task(cfg: Any) -> int:
             "the same entries under search.params (README 'Search spaces')"
         )
     choices = {k: v for k, v in hc.runtime.choices.items() if v is not None and not k.startswith("hydra")}
-    from sweeper.composition import current_sources
+    from sweeper.composition import check_shadowing, current_sources
 
-    code = run_sweep(cfg, choices, list(hc.overrides.task), current_sources())
+    sources = current_sources()
+    check_shadowing(sources)
+    code = run_sweep(cfg, choices, list(hc.overrides.task), sources)
     if code:
         raise SystemExit(code)
     return code

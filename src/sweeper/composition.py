@@ -37,6 +37,32 @@ def user_dirs(sources: Sequence[dict[str, str]]) -> list[str]:
     return [s["path"] for s in sources if s["schema"] == "file" and s["path"] != shipped]
 
 
+def check_shadowing(sources: Sequence[dict[str, str]]) -> None:
+    """Refuse a user config file that a shipped one of the same name hides.
+
+    Hydra searches the shipped folder first, so ``conf/model/mlp.yaml`` in a user's
+    folder would be silently ignored in favour of the shipped ``model=mlp``.
+    """
+    from pathlib import Path
+
+    from sweeper.errors import ConfigError
+    from sweeper.paths import conf_dir
+
+    shipped = conf_dir()
+    for folder in user_dirs(sources):
+        root = Path(folder)
+        for path in sorted(root.rglob("*.yaml")):
+            rel = path.relative_to(root)
+            if rel.parts[0] != "hydra" and (shipped / rel).is_file():
+                name = rel.with_suffix("").as_posix()
+                group, _, option = name.rpartition("/")
+                what = f"{group}={option}" if group else f"the config '{option}'"
+                raise ConfigError(
+                    f"{path}: has the name of sweeper's own {what}, which is found first, so this "
+                    f"file would be ignored; rename it (e.g. {rel.parent / ('my_' + rel.name)})"
+                )
+
+
 def without_searchpath(overrides: Sequence[str]) -> list[str]:
     """Overrides minus ``hydra.searchpath=…``, which a recorded search path already holds."""
     return [o for o in overrides if not o.lstrip("+~").startswith(SEARCHPATH_OVERRIDE)]

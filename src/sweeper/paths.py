@@ -27,8 +27,8 @@ def project_config_dir(cwd: Path | None = None) -> Path | None:
     """The user's config folder when none is given with ``-cd``/``--config-dir``.
 
     ``$SWEEPER_CONFIG_DIR`` if set (it must exist), else ``./conf`` when the working
-    directory has one (and it is not the shipped folder itself), else None. Its files
-    take precedence over the shipped ones of the same name, as with ``--config-dir``.
+    directory has one (and it is not the shipped folder itself), else None. It is
+    searched after the shipped folder, as Hydra does with ``--config-dir``.
     """
     cwd = Path.cwd() if cwd is None else cwd
     env = os.environ.get(CONFIG_DIR_ENV)

@@ -1,11 +1,9 @@
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
-from sweeper.data import DigitsDataModule, TensorBatches
-from sweeper.data import _base
+from sweeper.data import DigitsDataModule, TensorBatches, _base
 
 
 def test_split_is_stratified_seeded_and_normalised_on_train():

@@ -13,7 +13,7 @@ from sweeper.config import validate_train_config
 from sweeper.paths import conf_dir
 from sweeper.search.settings import parse_settings
 from sweeper.search.space import parse_space
-from sweeper.search.sweep import check_metrics, check_space
+from sweeper.search.preflight import check_trials
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPES = sorted(p.stem for p in (REPO / "experiments").glob("*.yaml"))
@@ -23,6 +23,7 @@ PRUNERS = sorted(p.stem for p in (conf_dir() / "search" / "pruner").glob("*.yaml
 
 def test_there_are_recipes_for_each_family_and_across_families():
     assert {"digits_mlp", "digits_cnn", "digits_rnn", "digits_families"} <= set(RECIPES)
+    assert {"diabetes_mlp", "diabetes_cv", "digits_autoencoder"} <= set(RECIPES)  # other tasks
 
 
 @pytest.mark.parametrize("recipe", RECIPES)
@@ -35,10 +36,9 @@ def test_recipe_composes_and_its_search_space_checks_out(recipe):
         cfg = compose("sweep", overrides=overrides)
         with open_dict(cfg):
             cfg.search.study_name = recipe
-        settings = parse_settings(cfg.search)
+        settings = parse_settings(cfg.search, None, cfg.monitor, cfg.monitor_mode)
         space = parse_space(settings.params)
-        check_metrics(settings)
-        check_space(space, cfg, overrides)
+        check_trials(space, cfg, overrides, settings)  # builds data, model, optimizer, trainer
         base = cfg.copy()
         with open_dict(base):
             base.pop("search")

@@ -17,16 +17,16 @@ from sweeper.data.idx import read_idx, write_idx
 from sweeper.data.mnist import FashionMNISTDataModule, MNISTDataModule
 
 __all__ = [
-    "DataModule",
-    "check_datamodule",
     "TASKS",
     "ArrayDataModule",
-    "DigitsDataModule",
+    "DataModule",
     "DiabetesDataModule",
-    "MNISTDataModule",
+    "DigitsDataModule",
     "FashionMNISTDataModule",
     "InMemoryDataModule",
+    "MNISTDataModule",
     "TensorBatches",
+    "check_datamodule",
     "read_idx",
     "write_idx",
 ]

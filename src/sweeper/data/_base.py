@@ -127,7 +127,9 @@ class InMemoryDataModule(pl.LightningDataModule):
         if isinstance(folds, bool) or not isinstance(folds, numbers.Integral) or folds < 2:
             raise ValueError(f"folds must be an int >= 2, got {folds!r}")
         if index is not None and (
-            isinstance(index, bool) or not isinstance(index, numbers.Integral) or not 0 <= index < folds
+            isinstance(index, bool)
+            or not isinstance(index, numbers.Integral)
+            or not 0 <= index < folds
         ):
             raise ValueError(f"fold index must be an int in [0, {folds}) or None, got {index!r}")
         self.setup()
@@ -145,7 +147,9 @@ class InMemoryDataModule(pl.LightningDataModule):
         from sklearn.model_selection import KFold, StratifiedKFold
 
         if getattr(self, "num_classes", None) is not None:
-            splitter: KFold | StratifiedKFold = StratifiedKFold(folds, shuffle=True, random_state=self.seed)
+            splitter: KFold | StratifiedKFold = StratifiedKFold(
+                folds, shuffle=True, random_state=self.seed
+            )
         else:
             splitter = KFold(folds, shuffle=True, random_state=self.seed)
         for i, (train_pos, val_pos) in enumerate(splitter.split(np.zeros(len(labels)), labels)):

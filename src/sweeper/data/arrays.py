@@ -66,7 +66,9 @@ class ArrayDataModule(InMemoryDataModule):
             raise ValueError(
                 f"{type(self).__name__}.task must be one of {', '.join(TASKS)}, got {self.task!r}"
             )
-        if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
+        if not (
+            0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1
+        ):
             raise ValueError(
                 "val_fraction and test_fraction must be in (0, 1) and sum to less than 1, "
                 f"got {val_fraction} and {test_fraction}"
@@ -111,12 +113,14 @@ class ArrayDataModule(InMemoryDataModule):
             return x, y
         if y.ndim != 1:
             raise DataError(f"data: {name} gives labels of shape {y.shape}; expected (N,)")
-        if not np.issubdtype(y.dtype, np.integer):
-            if not np.issubdtype(y.dtype, np.number) or not np.array_equal(y, np.round(y)):
-                raise DataError(
-                    f"data: {name} gives labels of dtype {y.dtype}; classification needs integer "
-                    "labels 0..K-1: encode them (sklearn.preprocessing.LabelEncoder().fit_transform(y))"
-                )
+        whole = np.issubdtype(y.dtype, np.integer) or (
+            np.issubdtype(y.dtype, np.number) and np.array_equal(y, np.round(y))
+        )
+        if not whole:
+            raise DataError(
+                f"data: {name} gives labels of dtype {y.dtype}; classification needs integer "
+                "labels 0..K-1: encode them (sklearn.preprocessing.LabelEncoder().fit_transform(y))"
+            )
         classes = np.unique(y)
         if len(classes) < 2 or not np.array_equal(classes, np.arange(len(classes))):
             shown = ", ".join(str(c) for c in classes[:10]) + (", ..." if len(classes) > 10 else "")
@@ -136,14 +140,18 @@ class ArrayDataModule(InMemoryDataModule):
         """Number of classes K (labels are 0..K-1); classification only."""
         if self.task != "classification":
             # AttributeError, so hasattr() and getattr(..., None) see no classes
-            raise AttributeError(f"{type(self).__name__} is a {self.task} data module: no num_classes")
+            raise AttributeError(
+                f"{type(self).__name__} is a {self.task} data module: no num_classes"
+            )
         return int(self._arrays()[1].max()) + 1
 
     @property
     def num_targets(self) -> int:
         """Number of regression targets: 1 for a 1-D ``y``; regression only."""
         if self.task != "regression":
-            raise AttributeError(f"{type(self).__name__} is a {self.task} data module: no num_targets")
+            raise AttributeError(
+                f"{type(self).__name__} is a {self.task} data module: no num_targets"
+            )
         y = self._arrays()[1]
         return 1 if y.ndim == 1 else int(y.shape[1])
 
@@ -191,7 +199,9 @@ class ArrayDataModule(InMemoryDataModule):
         std = x_train.std(axis=0)
         return mean, np.where(std > 0, std, 1.0).astype(x_train.dtype)  # constant features
 
-    def _splits_at(self, indices: dict[str, np.ndarray]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    def _splits_at(
+        self, indices: dict[str, np.ndarray]
+    ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Tensors of the rows in ``indices``, standardised with the ``train`` rows' statistics."""
         x, y = self._arrays()
         x = x.astype(np.float32, copy=False)

@@ -184,7 +184,8 @@ def _check_first_batch(
         raise DataError(f"{where} gives x as a {type(x).__name__}; x must be a torch.Tensor")
     if not x.is_floating_point():
         raise DataError(
-            f"{where} gives x of dtype {x.dtype}; x must be a floating tensor (convert with x.float())"
+            f"{where} gives x of dtype {x.dtype}; x must be a floating tensor "
+            "(convert with x.float())"
         )
     expected_x = f"(N, {', '.join(map(str, shape))})"
     if tuple(x.shape[1:]) != shape:

@@ -29,14 +29,14 @@ TASKS: dict[str, type[TaskModule]] = {
 }
 
 __all__ = [
-    "MLP",
     "CNN",
+    "MLP",
     "RNN",
+    "TASKS",
+    "Autoencoder",
     "Backbone",
-    "build",
-    "TaskModule",
     "Classifier",
     "Regressor",
-    "Autoencoder",
-    "TASKS",
+    "TaskModule",
+    "build",
 ]

@@ -122,7 +122,9 @@ def build(spec: Mapping[str, Any]) -> nn.Module:
     """
     kwargs = dict(spec)
     if TARGET not in kwargs:
-        raise ValueError(f"a network spec needs a {TARGET!r} key naming its class, got {sorted(kwargs)}")
+        raise ValueError(
+            f"a network spec needs a {TARGET!r} key naming its class, got {sorted(kwargs)}"
+        )
     target = kwargs.pop(TARGET)
     factory = import_object(target) if isinstance(target, str) else target
     if (

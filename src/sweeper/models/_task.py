@@ -43,7 +43,9 @@ def _net_spec(net: nn.Module) -> dict[str, Any] | None:
     return plain
 
 
-def resolve_net(net: nn.Module | Mapping[str, Any] | None, owner: str) -> tuple[nn.Module, dict[str, Any] | None]:
+def resolve_net(
+    net: nn.Module | Mapping[str, Any] | None, owner: str
+) -> tuple[nn.Module, dict[str, Any] | None]:
     """The network and its plain-data spec (None when it has none)."""
     if net is None:
         raise TypeError(
@@ -241,4 +243,7 @@ class TaskModule(pl.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+        }

@@ -48,8 +48,8 @@ class Classifier(TaskModule):
             ``functools.partial(torch.optim.SGD, lr=0.05, momentum=0.9)``. Default: Adam, lr 1e-3.
         scheduler: optional factory taking the optimizer, e.g.
             ``functools.partial(torch.optim.lr_scheduler.StepLR, step_size=5)``; stepped per epoch.
-        num_classes: number of classes; default ``net.num_outputs``. Needed only for a
-            network without ``num_outputs``.
+        num_classes: number of classes; default ``net.num_outputs``, else the spec's
+            ``num_outputs`` (or ``num_classes``), else the width of the first logits seen.
 
     ``Classifier.load_from_checkpoint(path)`` needs no arguments when the net has a spec.
     """
@@ -68,26 +68,44 @@ class Classifier(TaskModule):
         num_classes: int | None = None,
     ) -> None:
         super().__init__(net, optimizer, scheduler)
+        spec = self.hparams["net"] or {}
+        for known in (
+            num_classes,
+            getattr(self.net, "num_outputs", None),
+            spec.get("num_outputs"),
+            spec.get("num_classes"),
+        ):
+            if known is not None:
+                break
+        # None: a network that does not say its width; the first logits tell (_metrics_for).
+        self._set_num_classes(known)
+
+    def _set_num_classes(self, num_classes: Any) -> None:
         if num_classes is None:
-            num_classes = getattr(self.net, "num_outputs", None)
-        if num_classes is None:
-            raise ValueError(
-                f"Classifier cannot tell the number of classes from a {type(self.net).__name__} "
-                "(it has no num_outputs); pass num_classes="
-            )
-        if int(num_classes) < 2:
-            raise ValueError(f"a classifier needs num_classes >= 2, got {num_classes}")
+            self.hparams["num_classes"] = None
+            self.val_metrics = self.test_metrics = None
+            return
+        if isinstance(num_classes, bool) or int(num_classes) != num_classes or num_classes < 2:
+            raise ValueError(f"a classifier needs num_classes >= 2, got {num_classes!r}")
         self.hparams["num_classes"] = int(num_classes)  # the resolved count, for checkpoints
         self.val_metrics = _metrics(int(num_classes), "val/")
         self.test_metrics = _metrics(int(num_classes), "test/")
+
+    def _metrics_for(self, stage: str, logits: torch.Tensor) -> MetricCollection:
+        if self.hparams["num_classes"] is None:
+            self._set_num_classes(logits.shape[1])
+            self.val_metrics.to(self.device)
+            self.test_metrics.to(self.device)
+        return self.val_metrics if stage == "val" else self.test_metrics
 
     @classmethod
     def net_outputs(cls, datamodule: Any, **task_kwargs: Any) -> int:
         return int(datamodule.num_classes)
 
     @property
-    def num_classes(self) -> int:
-        return int(self.hparams["num_classes"])
+    def num_classes(self) -> int | None:
+        """Number of classes; None until the first batch for a net that does not say."""
+        return self.hparams["num_classes"]
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
@@ -109,10 +127,14 @@ class Classifier(TaskModule):
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         x, y = self._xy(batch)
         logits = self(x)
-        self.log("val/loss", F.cross_entropy(logits, y), on_epoch=True, sync_dist=True, batch_size=len(y))
-        self.val_metrics.update(logits, y)
+        self.log(
+            "val/loss", F.cross_entropy(logits, y), on_epoch=True, sync_dist=True, batch_size=len(y)
+        )
+        self._metrics_for("val", logits).update(logits, y)
 
     def on_validation_epoch_end(self) -> None:
+        if self.val_metrics is None:  # no validation batch ran
+            return
         values = self.val_metrics.compute()
         self.log_dict({k: values[k] for k in ("val/acc", "val/f1")}, sync_dist=True)
         self.val_metrics.reset()
@@ -120,10 +142,18 @@ class Classifier(TaskModule):
     def test_step(self, batch: Any, batch_idx: int) -> None:
         x, y = self._xy(batch)
         logits = self(x)
-        self.log("test/loss", F.cross_entropy(logits, y), on_epoch=True, sync_dist=True, batch_size=len(y))
-        self.test_metrics.update(logits, y)
+        self.log(
+            "test/loss",
+            F.cross_entropy(logits, y),
+            on_epoch=True,
+            sync_dist=True,
+            batch_size=len(y),
+        )
+        self._metrics_for("test", logits).update(logits, y)
 
     def on_test_epoch_end(self) -> None:
+        if self.test_metrics is None:
+            return
         self.log_dict(self.test_metrics.compute(), sync_dist=True)
         self.test_metrics.reset()
 
@@ -134,19 +164,23 @@ class Classifier(TaskModule):
         Class names come from ``datamodule.class_names`` when it has them, else ``"0"``,
         ``"1"``, …
         """
-        y_true, y_pred = self.over_test_split(
-            datamodule, lambda x, y: (self._need_y(y), self(x).argmax(dim=1))
-        )
-        names = getattr(datamodule, "class_names", None)
-        if not names or len(names) != self.num_classes:
-            names = [str(i) for i in range(self.num_classes)]
-        return per_class_report(y_true.numpy(), y_pred.numpy(), [str(n) for n in names], Path(out_dir))
+        widths: set[int] = set()
 
-    @staticmethod
-    def _need_y(y: torch.Tensor | None) -> torch.Tensor:
-        if y is None:
-            raise ValueError("the classification report needs (x, y) test batches, got x alone")
-        return y
+        def step(x: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+            if y is None:
+                raise ValueError("the classification report needs (x, y) test batches, got x alone")
+            logits = self(x)
+            widths.add(int(logits.shape[1]))
+            return y, logits.argmax(dim=1)
+
+        y_true, y_pred = self.over_test_split(datamodule, step)
+        num_classes = self.num_classes or max(widths)
+        names = getattr(datamodule, "class_names", None)
+        if not names or len(names) != num_classes:
+            names = [str(i) for i in range(num_classes)]
+        return per_class_report(
+            y_true.numpy(), y_pred.numpy(), [str(n) for n in names], Path(out_dir)
+        )
 
 
 def per_class_report(y_true: Any, y_pred: Any, class_names: list[str], out_dir: Path) -> list[Path]:

@@ -41,6 +41,7 @@ from sweeper.search.trials import (
 log = logging.getLogger(__name__)
 
 SPACE_ATTR, METRICS_ATTR, PARENT_ATTR = "sweeper.space", "sweeper.metrics", "sweeper.parent_run_id"
+CV_ATTR = "sweeper.cv_folds"
 EXIT_INTERRUPTED, EXIT_FAILURES, EXIT_CONFIG = 130, 3, 4
 
 
@@ -89,8 +90,15 @@ def open_study(settings: SearchSettings, storage: Any, space: SearchSpace) -> An
                 f"not {list(settings.metrics)}; start a new study with search.study_name=<new name> "
                 "or resume anyway with search.force=true"
             )
+        if attrs.get(CV_ATTR, 1) != settings.cv_folds:
+            raise ConfigError(
+                f"search.cv.folds: study '{settings.study_name}' scored trials on "
+                f"{attrs.get(CV_ATTR, 1)} fold(s), not {settings.cv_folds}; start a new study with "
+                "search.study_name=<new name> or resume anyway with search.force=true"
+            )
     study.set_user_attr(SPACE_ATTR, signature)
     study.set_user_attr(METRICS_ATTR, list(settings.metrics))
+    study.set_user_attr(CV_ATTR, settings.cv_folds)
     return study
 
 
@@ -273,6 +281,9 @@ def finish(study: Any, plan: SweepPlan, tracker: Any, space: SearchSpace, outcom
             _say(f"best config: {target}")
             _say(f"reproduce:   sweeper train --config-path {study_dir.resolve()} --config-name best_config")
         checkpoint = top.user_attrs.get("checkpoint")
+        if settings.cv_folds > 1:
+            _say(f"search.cv.folds={settings.cv_folds}: each fold trained its own model, so none is "
+                 "tested or registered; train the best configuration with the command above")
         if checkpoint and Path(checkpoint).is_file() and config_file.is_file():
             from sweeper.training.evaluate import evaluate_checkpoint
 
@@ -290,7 +301,8 @@ def finish(study: Any, plan: SweepPlan, tracker: Any, space: SearchSpace, outcom
                 if settings.register_model:
                     from sweeper.tracking.mlflow import register_model
 
-                    version = register_model(tracker.uri, child, checkpoint, settings.study_name)
+                    version = register_model(tracker.uri, child, evaluation.module,
+                                             evaluation.input_shape, settings.study_name)
                     summary_tags["registered_model"] = f"{settings.study_name}/{version}"
                     _say(f"registered model '{settings.study_name}' version {version}")
     if c["DONE"]:

@@ -17,7 +17,7 @@ import subprocess
 import threading
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -271,9 +271,11 @@ def shared_tracker(uri: str, experiment: str) -> MlflowTracker:
     return tracker
 
 
-def register_model(uri: str, run_id: str, checkpoint: str | Path, name: str) -> str:
-    """Log the classifier in ``checkpoint`` as an MLflow PyTorch model of ``run_id`` and
-    register it as a new version of model ``name``; returns the version."""
+def register_model(
+    uri: str, run_id: str, model: Any, input_shape: Sequence[int], name: str
+) -> str:
+    """Log ``model`` (a trained LightningModule, any task) as an MLflow PyTorch model of
+    ``run_id`` and register it as a new version of model ``name``; returns the version."""
     import mlflow
     import mlflow.pytorch
     import numpy as np
@@ -282,10 +284,9 @@ def register_model(uri: str, run_id: str, checkpoint: str | Path, name: str) -> 
     import torchmetrics
 
     from sweeper import __version__
-    from sweeper.models import Classifier
 
-    model = Classifier.load_from_checkpoint(str(checkpoint), map_location="cpu").eval()
-    example = np.zeros((1, *model.net.input_shape), dtype=np.float32)
+    model = model.cpu().eval()
+    example = np.zeros((1, *input_shape), dtype=np.float32)
     requirements = [
         f"torch=={torch.__version__.split('+')[0]}",
         f"pytorch-lightning=={pl.__version__}",

@@ -16,6 +16,8 @@ from sweeper.errors import ConfigError
 class Evaluation:
     metrics: dict[str, float]
     artifacts: list[Path] = field(default_factory=list)
+    module: Any = None  # the restored LightningModule
+    input_shape: tuple[int, ...] = ()  # of one sample, as the data module gives it
 
 
 def module_class(cfg: DictConfig) -> Any:
@@ -74,7 +76,11 @@ def evaluate_checkpoint(
         enable_checkpointing=False,
     )
     (result,) = trainer.test(model, datamodule=datamodule, verbose=False)
-    evaluation = Evaluation({k: float(v) for k, v in result.items() if k.startswith("test/")})
+    evaluation = Evaluation(
+        {k: float(v) for k, v in result.items() if k.startswith("test/")},
+        module=model,
+        input_shape=tuple(int(d) for d in data_shape) if data_shape is not None else (),
+    )
     if out_dir is None or not callable(getattr(model, "write_report", None)):
         return evaluation
     model.eval()
