@@ -119,7 +119,7 @@ def plain_loop(cfg) -> float:
     torch.manual_seed(cfg.seed)
     dm = instantiate(cfg.data, _convert_="all")
     dm.setup()
-    net = instantiate(cfg.model, _convert_="all", input_shape=list(dm.input_shape), num_classes=dm.num_classes)
+    net = instantiate(cfg.model, _convert_="all", input_shape=list(dm.input_shape), num_outputs=dm.num_classes)
     opt = instantiate(cfg.optimizer, _convert_="all")(net.parameters())
 
     def accuracy(batches) -> float:
@@ -153,7 +153,7 @@ def lightning_floor(cfg) -> float:
     start = time.perf_counter()
     pl.seed_everything(cfg.seed, verbose=False)
     dm = build_datamodule(cfg)
-    module = build_module(cfg, dm.input_shape, dm.num_classes)
+    module = build_module(cfg, dm).module
     trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=cfg.trainer.max_epochs, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                          num_sanity_val_steps=0, use_distributed_sampler=False)

@@ -98,3 +98,15 @@ def recorded(tmp_path_factory) -> Path:
                   "search/pruner=none")
         assert out.returncode == 0, out.stderr + out.stdout
     return cwd
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """In-process training on one thread: on a busy 2-core machine, spinning OpenMP
+    threads make a tiny fit many times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

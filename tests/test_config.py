@@ -8,18 +8,25 @@ from omegaconf import OmegaConf
 from sweeper.config import validate_train_config
 from sweeper.errors import ConfigError
 from sweeper.paths import conf_dir
-from sweeper.training.run import build_datamodule, build_module
+from sweeper.training.build import build_datamodule, build_module
 from tests.conftest import compose_train
 
 GROUPS = {
     group: sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
-    for group in ("model", "data", "optimizer", "scheduler", "trainer", "tracking")
+    for group in ("task", "model", "data", "optimizer", "scheduler", "trainer", "tracking")
+}
+# what an option needs beside it to make sense (regression data wants the regression task)
+COMPANIONS = {
+    ("data", "diabetes"): ["task=regression", "model=mlp"],
+    ("task", "regression"): ["data=diabetes", "model=mlp"],
+    ("task", "autoencoder"): ["model=mlp"],
 }
 
 
 def test_shipped_groups_are_complete():
     assert GROUPS["model"] == ["cnn", "mlp", "rnn"]
-    assert GROUPS["data"] == ["digits", "fashion_mnist", "mnist"]
+    assert GROUPS["data"] == ["diabetes", "digits", "fashion_mnist", "mnist"]
+    assert GROUPS["task"] == ["autoencoder", "classification", "regression"]
     assert GROUPS["optimizer"] == ["adam", "adamw", "sgd"]
     assert GROUPS["scheduler"] == ["cosine", "none", "step"]
     assert GROUPS["trainer"] == ["cpu", "ddp", "default", "gpu"]
@@ -42,7 +49,7 @@ def test_defaults_are_digits_cnn_adam():
     "group, option", [(g, o) for g, options in GROUPS.items() for o in options]
 )
 def test_every_option_composes_validates_and_instantiates(group, option):
-    cfg = compose_train([f"{group}={option}"])
+    cfg = compose_train([f"{group}={option}", *COMPANIONS.get((group, option), [])])
     validate_train_config(cfg)
     from hydra.utils import instantiate
 
@@ -54,7 +61,7 @@ def test_every_option_composes_validates_and_instantiates(group, option):
         assert trainer.max_epochs == cfg.trainer.max_epochs
         return
     dm = build_datamodule(cfg)
-    module = build_module(cfg, dm.input_shape, dm.num_classes)
+    module = build_module(cfg, dm).module
     optimizer = module.configure_optimizers()
     if group == "scheduler" and option != "none":
         assert optimizer["lr_scheduler"]["scheduler"] is not None

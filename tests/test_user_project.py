@@ -7,6 +7,7 @@ from MLflow and Optuna what really ran.
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 
@@ -16,21 +17,18 @@ from tests.conftest import cli, mlflow_runs
 
 pytestmark = pytest.mark.integration
 
-WINE_DATA = '''
-from sklearn.datasets import load_wine
-
-from sweeper.data import ArrayDataModule
+REPO = Path(__file__).resolve().parents[1]
 
 
-class WineDataModule(ArrayDataModule):
-    """scikit-learn's wine: 178 samples, 13 features, 3 classes."""
+def readme_file(name: str) -> str:
+    """The README's example file ``name``: the fenced block whose first line is ``# name``."""
+    text = (REPO / "README.md").read_text()
+    for block in re.findall(r"```[a-z]*\n(.*?)```", text, flags=re.S):
+        first, _, rest = block.partition("\n")
+        if first.strip() == f"# {name}":
+            return rest
+    raise AssertionError(f"README has no example file {name}")
 
-    task = "classification"
-    class_names = ("class_0", "class_1", "class_2")
-
-    def load_arrays(self):
-        return load_wine(return_X_y=True)
-'''
 
 USER_MODELS = '''
 import pytorch_lightning as pl
@@ -81,14 +79,9 @@ class LitWine(pl.LightningModule):
 '''
 
 FILES = {
-    "winedata.py": WINE_DATA,
+    "winedata.py": readme_file("winedata.py"),  # the README's example, as a user copies it
+    "conf/data/wine.yaml": readme_file("conf/data/wine.yaml"),
     "usermodels.py": USER_MODELS,
-    "conf/data/wine.yaml": """
-        # scikit-learn's wine, from the project's own module
-        _target_: winedata.WineDataModule
-        batch_size: 32
-        seed: ${seed}
-    """,
     "conf/model/tiny.yaml": """
         _target_: usermodels.TinyNet
         width: 16

@@ -83,6 +83,11 @@ def explain(exc: BaseException, command: str) -> str:
     from omegaconf.errors import OmegaConfBaseException
 
     text = str(exc)
+    sweep_value = re.search(r"Sweep parameters '([^=']+)=([^']*)' requires --multirun", text)
+    if sweep_value and sweep_value.group(1).lstrip("+~").startswith("search.params."):
+        key, value = sweep_value.groups()
+        return (f"{key}: quote the search space for Hydra as well as for the shell: "
+                f"'{key}=\"{value}\"'")
     if isinstance(exc, MissingConfigException) and "hydra/sweeper" in text and "optuna" in text:
         return HOS_REFUSAL
     if isinstance(exc, MissingConfigException):

@@ -47,7 +47,19 @@ def test_multi_objective_needs_a_direction_per_metric():
                                "search.direction=[maximize,minimize]"))
     assert s.multi_objective and s.directions == ("maximize", "minimize")
     with pytest.raises(ConfigError, match="one per metric"):
-        parse_settings(_search("search.metric=[val/acc,model/num_parameters]"))
+        parse_settings(_search("search.metric=[val/acc,model/num_parameters]", "search.direction=maximize"))
+
+
+def test_direction_follows_the_monitor_or_the_metric_name():
+    s = parse_settings(_search("search.metric=[val/acc,model/num_parameters]"))
+    assert s.directions == ("maximize", "minimize")
+    assert parse_settings(_search("search.metric=val/loss")).directions == ("minimize",)
+    assert parse_settings(_search("search.metric=val/r2")).directions == ("maximize",)
+    # the monitored metric takes the task's mode, whatever its name
+    s = parse_settings(_search("search.metric=val/score"), None, "val/score", "min")
+    assert s.directions == ("minimize",)
+    with pytest.raises(ConfigError, match="cannot tell whether to maximize or minimize val/score"):
+        parse_settings(_search("search.metric=val/score"))
 
 
 def test_mask_url():

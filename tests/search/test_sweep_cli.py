@@ -193,12 +193,14 @@ def test_a_diverging_trial_is_pruned_and_the_study_goes_on(tmp_path):
 
 
 def test_every_trial_failing_stops_the_sweep_with_a_clear_message(tmp_path):
-    out = sweep(tmp_path, "model=cnn", "trainer.accelerator=cpu", "trainer.max_epochs=1",
-                "search.n_trials=20", "search/params=none", "+search.params.model.pool=[bad1,bad2]",
-                "search.register_model=false", "search.retries=0")
+    # a step size of 0 builds, and fails only when the scheduler first steps, in training
+    out = sweep(tmp_path, "model=mlp", "scheduler=step", "trainer.accelerator=cpu",
+                "trainer.max_epochs=1", "search.n_trials=20", "search/params=none",
+                "+search.params.scheduler.step_size=[0]", "search.register_model=false",
+                "search.retries=0")
     assert out.returncode == 2
     (line,) = out.stderr.strip().splitlines()[-1:]
-    assert "search.max_failure_rate" in line and "pool must be one of" in line
+    assert "search.max_failure_rate" in line and "ZeroDivisionError" in line
     trials = load_study(tmp_path).trials
     assert len(trials) == 5 and all(t.state == TrialState.FAIL for t in trials)
 
