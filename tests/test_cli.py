@@ -186,3 +186,16 @@ def test_non_editable_install_runs_from_any_directory(tmp_path):
         cwd=work, env=env, capture_output=True, text=True,
     )
     assert recipes.returncode == 0 and "study_name" in recipes.stdout, recipes.stderr
+    # a user's project beside the non-editable install: own folder, data module, experiment
+    from tests.test_user_project import write_project
+
+    project = write_project(tmp_path / "project")
+    out = subprocess.run(
+        [sys.executable, "-m", "sweeper", "sweep", "experiment=wine_mlp", "trainer.accelerator=cpu"],
+        cwd=project, env=env, capture_output=True, text=True,
+    )
+    assert out.returncode == 0, out.stderr + out.stdout
+    trials = [r for r in mlflow_runs(_uri(project)) if r.data.tags.get("sweeper.role") == "trial"]
+    assert len(trials) == 2
+    assert {r.data.tags["model_class"] for r in trials} == {"sweeper.models.mlp.MLP"}
+    assert {r.data.tags["data_class"] for r in trials} == {"winedata.WineDataModule"}

@@ -30,6 +30,23 @@ def readme_file(name: str) -> str:
     raise AssertionError(f"README has no example file {name}")
 
 
+SEQUENCE_DATA = '''
+import numpy as np
+
+from sweeper.data import ArrayDataModule
+
+
+class UpDown(ArrayDataModule):
+    """Random walks of 12 steps x 3 features; the class is whether feature 0 ends up."""
+
+    task = "classification"
+
+    def load_arrays(self):
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(300, 12, 3)).cumsum(axis=1)
+        return x, (x[:, -1, 0] > 0).astype(np.int64)
+'''
+
 USER_MODELS = '''
 import pytorch_lightning as pl
 import torch
@@ -82,6 +99,12 @@ FILES = {
     "winedata.py": readme_file("winedata.py"),  # the README's example, as a user copies it
     "conf/data/wine.yaml": readme_file("conf/data/wine.yaml"),
     "usermodels.py": USER_MODELS,
+    "seqdata.py": SEQUENCE_DATA,
+    "conf/data/updown.yaml": """
+        _target_: seqdata.UpDown
+        batch_size: 32
+        seed: ${seed}
+    """,
     "conf/model/tiny.yaml": """
         _target_: usermodels.TinyNet
         width: 16
@@ -225,6 +248,28 @@ def test_own_network_and_own_lightning_module_train_and_sweep(project):
     finally:
         sys.path.remove(str(project))
     assert type(model.net).__name__ == "TinyNet"
+
+
+def test_the_rnn_reads_sequences_of_steps_and_features(project):
+    out = cli(project, "train", "data=updown", "model=rnn", "trainer.accelerator=cpu",
+              "trainer.max_epochs=3", "optimizer.lr=0.01")
+    assert out.returncode == 0, out.stderr + out.stdout
+    (run,) = mlflow_runs(_uri(project))
+    assert run.data.params["data.input_shape"] == "[12, 3]"  # (T, F): a sequence, not rows
+    assert run.data.tags["model_class"] == "sweeper.models.rnn.RNN"
+    assert run.data.metrics["test/acc"] > 0.8  # the sign of a walk's end is easy to read
+
+
+@pytest.mark.slow
+@pytest.mark.ddp
+def test_user_modules_train_under_ddp(project):
+    """DDP ranks re-run the command line: they must import the project's modules too."""
+    out = cli(project, "train", "data=wine", "model=tiny", "trainer=ddp", "trainer.accelerator=cpu",
+              "trainer.devices=2", "trainer.max_epochs=2")
+    assert out.returncode == 0, out.stderr + out.stdout
+    (run,) = mlflow_runs(_uri(project))
+    assert run.data.tags["model_class"] == "usermodels.TinyNet" and run.info.status == "FINISHED"
+    assert run.data.params["trainer.devices"] == "2"
 
 
 @pytest.mark.slow

@@ -160,6 +160,8 @@ def run_training(
         if tracker is not None and run_id is not None:
             params = {**{k: v for k, v in (choices or {}).items()}, **flatten(plain)}
             params["model.num_parameters"] = num_parameters
+            if getattr(datamodule, "input_shape", None) is not None:
+                params["data.input_shape"] = str(list(datamodule.input_shape))
             tracker.log_params(run_id, params)
         checkpoint = ModelCheckpoint(
             dirpath=output_dir / "checkpoints",
