@@ -158,7 +158,7 @@ def _uri(root: Path) -> str:
     return f"sqlite:///{root / 'mlflow.db'}"
 
 
-@pytest.mark.parametrize("how", ["-cd", "./conf"])
+@pytest.mark.parametrize("how", [pytest.param("-cd", marks=pytest.mark.slow), "./conf"])
 def test_an_experiment_in_a_user_folder_sweeps_exactly_what_it_asks(project, how):
     # -cd given explicitly, or the project's ./conf picked up without any flag
     flags = ["-cd", "conf"] if how == "-cd" else []
@@ -174,6 +174,11 @@ def test_an_experiment_in_a_user_folder_sweeps_exactly_what_it_asks(project, how
         assert run.data.tags["data_class"] == "winedata.WineDataModule"
         assert run.data.params["model.hidden_sizes"] in ("[16]", "[32]")
         assert run.info.status == "FINISHED"
+    # later, `sweeper evaluate` re-scores the best trial with the project's own data module
+    out = cli(project, "evaluate", "wine_mlp")
+    assert out.returncode == 0, out.stderr + out.stdout
+    scored = [r for r in _trials(mlflow_runs(_uri(project))) if "eval/wine/acc" in r.data.metrics]
+    assert len(scored) == 1 and 0.0 <= scored[0].data.metrics["eval/wine/acc"] <= 1.0
 
 
 def test_a_worker_that_composes_another_config_stops_before_any_trial(project, tmp_path, monkeypatch, capsys):
@@ -221,6 +226,7 @@ def test_a_missing_experiment_is_an_error_not_the_defaults(project):
     assert not (project / "mlflow.db").exists()
 
 
+@pytest.mark.slow
 def test_own_network_and_own_lightning_module_train_and_sweep(project):
     common = ["trainer.accelerator=cpu", "trainer.max_epochs=2", "data=wine"]
     out = cli(project, "train", "model=tiny", *common)
@@ -298,6 +304,7 @@ def test_cross_validation_sweep_records_folds_and_prunes_between_them(project):
         assert len(by_parent[trial.info.run_id]) == 1
 
 
+@pytest.mark.slow
 def test_regression_and_autoencoder_sweeps_minimise_their_loss(tmp_path):
     common = ["trainer.accelerator=cpu", "trainer.max_epochs=2", "search.n_trials=2", "search/pruner=none"]
     for recipe in ("diabetes_mlp", "digits_autoencoder"):
@@ -337,12 +344,12 @@ def _has_cuda() -> bool:
     ("args", "expected"),
     [
         (["model=rnn", "model.cell=transformer"], "cell must be one of lstm, gru, rnn"),
-        (["data=mnist"], "mnist"),
+        pytest.param(["data=mnist"], "mnist", marks=pytest.mark.slow),
         (["+search.params.model.dropout={type: float, low: 0.0, high: 1.5}", "model=mlp"],
          "search.params.model.dropout=1.5"),
-        (["+search.params.optimizer.momentum=[0.9]"], "search.params.optimizer.momentum: key not in"),
+        pytest.param(["+search.params.optimizer.momentum=[0.9]"], "search.params.optimizer.momentum: key not in", marks=pytest.mark.slow),
         (["task=regression"], "num_targets"),
-        (["search.metric=val/r2"], "search.metric"),
+        pytest.param(["search.metric=val/r2"], "search.metric", marks=pytest.mark.slow),
         pytest.param(["trainer.accelerator=gpu"], "trainer", marks=pytest.mark.skipif(
             _has_cuda(), reason="the machine has a GPU")),
     ],

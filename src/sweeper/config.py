@@ -103,3 +103,13 @@ def resolved(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"the config must be a mapping, got {type(data).__name__}")
     data.pop("hydra", None)
     return data
+
+
+def composed_form(cfg: DictConfig) -> dict[str, Any]:
+    """The config as composed, interpolations left as written (``${now:…}`` or
+    ``${oc.env:…}`` differ between processes; the files and overrides must not)."""
+    data = OmegaConf.to_container(cfg, resolve=False)
+    if not isinstance(data, dict):
+        raise ConfigError(f"the config must be a mapping, got {type(data).__name__}")
+    data.pop("hydra", None)
+    return data

@@ -87,6 +87,11 @@ def evaluate_recorded(
     tracker = MlflowTracker(uri, experiment)
     run = _resolve_run(tracker.client, tracker.experiment_id, target)
     run_id = run.info.run_id
+    import sys
+
+    recorded = run.data.tags.get("project_dir")
+    if recorded and Path(recorded).is_dir() and recorded not in sys.path:
+        sys.path.append(recorded)  # the project's own data module and network, if any
     with tempfile.TemporaryDirectory() as tmp:
         try:
             config_path = tracker.client.download_artifacts(run_id, "config.yaml", tmp)

@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from sweeper.config import resolved, validate_train_config
+from sweeper.config import composed_form, validate_train_config
 from sweeper.composition import without_searchpath
 from sweeper.errors import ConfigError, SweeperError
 from sweeper.search.plan import SweepPlan
@@ -410,7 +410,7 @@ def run_sweep(
         deadline=started + settings.timeout if settings.timeout else None,
         threads=max(1, (os.cpu_count() or 1) // settings.workers),
         config_sources=sources,
-        base_config=resolved(base),
+        base_config=composed_form(base),
     )
     plan_file = study_dir / "plan.json"
     plan.save(plan_file)

@@ -316,12 +316,12 @@ def config_difference(expected: Any, got: Any, prefix: str = "") -> str | None:
 def check_same_config(plan: SweepPlan) -> None:
     """Stop before the first trial if this worker composes another base config than the
     coordinator did (a config folder, experiment or override it cannot see)."""
-    from sweeper.config import resolved
+    from sweeper.config import composed_form
 
     base = compose_sweep(plan.overrides)
     with open_dict(base):
         base.pop("search", None)
-    mine = resolved(base)
+    mine = composed_form(base)
     difference = config_difference(plan.base_config, mine)
     if difference:
         raise ConfigError(

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sweeper.config import resolved, validate_train_config
 from sweeper.errors import ConfigError, SweeperError
+from sweeper.paths import project_dir
 from sweeper.training.build import build_datamodule, build_module, instantiate
 
 log = logging.getLogger(__name__)
@@ -145,6 +146,7 @@ def run_training(
             "mlflow.source.git.commit": git_commit(),
             "mlflow.source.name": "sweeper train",
             "output_dir": str(output_dir),
+            "project_dir": str(project_dir()),  # where the run's own modules can be imported from
             **(tags or {}),
         }
         run_id = tracker.start_run(name, run_tags, parent_run_id)
