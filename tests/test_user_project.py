@@ -181,6 +181,7 @@ def test_an_experiment_in_a_user_folder_sweeps_exactly_what_it_asks(project, how
     assert len(scored) == 1 and 0.0 <= scored[0].data.metrics["eval/wine/acc"] <= 1.0
 
 
+@pytest.mark.slow
 def test_a_worker_that_composes_another_config_stops_before_any_trial(project, tmp_path, monkeypatch, capsys):
     """The coordinator's config is the contract: a worker that cannot reproduce it (here
     the config folder changed under it) refuses to train anything."""

@@ -155,6 +155,23 @@ class ArrayDataModule(InMemoryDataModule):
         y = self._arrays()[1]
         return 1 if y.ndim == 1 else int(y.shape[1])
 
+    @property
+    def target_mean(self) -> list[float]:
+        """Mean of each regression target over the train split (the fold's, after
+        :meth:`set_fold`); regression only. ``y`` itself stays in its own units."""
+        return self._target_statistics()[0]
+
+    @property
+    def target_std(self) -> list[float]:
+        """Standard deviation of each target over the train split (1 where constant)."""
+        return self._target_statistics()[1]
+
+    def _target_statistics(self) -> tuple[list[float], list[float]]:
+        if self.task != "regression":
+            raise AttributeError(f"{type(self).__name__} is a {self.task} data module: no target scale")
+        self.setup()
+        return self._target_scale
+
     # -- splits -----------------------------------------------------------------------
 
     def _load(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -211,6 +228,11 @@ class ArrayDataModule(InMemoryDataModule):
             self.mean = torch.as_tensor(mean, dtype=torch.float32)
             self.std = torch.as_tensor(std, dtype=torch.float32)
         y = y.astype(np.int64 if self.task == "classification" else np.float32, copy=False)
+        if self.task == "regression":  # the train rows' target scale, for the regressor
+            y_train = y[indices["train"]].reshape(len(indices["train"]), -1)
+            spread = y_train.std(axis=0)
+            self._target_scale = ([float(v) for v in y_train.mean(axis=0)],
+                                  [float(v) if v > 0 else 1.0 for v in spread])
         self.indices = {name: np.asarray(rows) for name, rows in indices.items()}
         # Fancy indexing copies, so the tensors never share the (maybe read-only) cache.
         return {

@@ -141,6 +141,12 @@ class TaskModule(pl.LightningModule):
         """Output size the network needs for ``datamodule`` (and these task arguments)."""
         raise NotImplementedError
 
+    @classmethod
+    def data_kwargs(cls, datamodule: Any) -> dict[str, Any]:
+        """Constructor arguments the data module determines (plain data, saved in the
+        checkpoint): the classifier's class count, the regressor's target scale."""
+        return {}
+
     def write_report(self, datamodule: Any, out_dir: Path) -> list[Path]:
         """Write evaluation files on the test split of ``datamodule``; returns their paths."""
         raise NotImplementedError

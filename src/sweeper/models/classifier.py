@@ -99,6 +99,10 @@ class Classifier(TaskModule):
         return self.val_metrics if stage == "val" else self.test_metrics
 
     @classmethod
+    def data_kwargs(cls, datamodule: Any) -> dict[str, Any]:
+        return {"num_classes": int(datamodule.num_classes)}
+
+    @classmethod
     def net_outputs(cls, datamodule: Any, **task_kwargs: Any) -> int:
         return int(datamodule.num_classes)
 

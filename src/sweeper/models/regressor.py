@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,12 @@ class Regressor(TaskModule):
             ``spec``, or any ``nn.Module`` (see :class:`~sweeper.models.TaskModule`).
         optimizer: factory taking the parameters. Default: Adam, lr 1e-3.
         scheduler: optional factory taking the optimizer; stepped per epoch.
+        target_mean, target_std: the training targets' mean and standard deviation, one
+            per target (:meth:`data_kwargs` reads them from the data module). The net then
+            learns standardised targets, which lets one learning rate suit targets of any
+            scale, while ``model(x)``, every ``val/*`` and ``test/*`` metric and the
+            report stay in the data's own units. ``train/loss`` is the MSE of the
+            standardised targets, the quantity the optimiser minimises.
 
     ``Regressor.load_from_checkpoint(path)`` needs no arguments when the net has a spec.
     """
@@ -51,14 +57,44 @@ class Regressor(TaskModule):
         net: nn.Module | Mapping[str, Any] | None,
         optimizer: OptimizerFactory | Mapping[str, Any] | None = None,
         scheduler: SchedulerFactory | Mapping[str, Any] | None = None,
+        target_mean: Sequence[float] | None = None,
+        target_std: Sequence[float] | None = None,
     ) -> None:
-        super().__init__(net, optimizer, scheduler)
+        mean = [float(v) for v in target_mean] if target_mean is not None else None
+        std = [float(v) for v in target_std] if target_std is not None else None
+        if (mean is None) != (std is None) or (mean is not None and len(mean) != len(std or [])):
+            raise ValueError("target_mean and target_std go together, one value per target")
+        if std is not None and not all(math.isfinite(v) and v > 0 for v in std):
+            raise ValueError(f"target_std must be positive numbers, got {std}")
+        super().__init__(net, optimizer, scheduler, target_mean=mean, target_std=std)
+        scaled = mean is not None
+        self.register_buffer("target_mean", torch.tensor(mean if scaled else [0.0]), persistent=False)
+        self.register_buffer("target_std", torch.tensor(std if scaled else [1.0]), persistent=False)
         self.val_metrics = _metrics("val/")
         self.test_metrics = _metrics("test/")
 
     @classmethod
     def net_outputs(cls, datamodule: Any, **task_kwargs: Any) -> int:
         return int(datamodule.num_targets)
+
+    @classmethod
+    def data_kwargs(cls, datamodule: Any) -> dict[str, Any]:
+        """The training targets' scale, when the data module knows it."""
+        mean, std = getattr(datamodule, "target_mean", None), getattr(datamodule, "target_std", None)
+        if mean is None or std is None:
+            return {}
+        return {"target_mean": [float(v) for v in torch.as_tensor(mean).reshape(-1)],
+                "target_std": [float(v) for v in torch.as_tensor(std).reshape(-1)]}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Predictions in the data's units."""
+        return self.net(x) * self.target_std + self.target_mean
+
+    def _scaled(self, t: torch.Tensor) -> torch.Tensor:
+        """Targets (or predictions) in the standardised units the net learns."""
+        if t.dim() == 1:
+            return (t - self.target_mean[0]) / self.target_std[0]
+        return (t - self.target_mean) / self.target_std
 
     def _predict(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Predictions shaped like ``y``, and ``y`` in the predictions' dtype."""
@@ -86,7 +122,7 @@ class Regressor(TaskModule):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x, y = self._xy(batch)
         pred, y = self._predict(x, y)
-        loss = F.mse_loss(pred, y)
+        loss = F.mse_loss(self._scaled(pred), self._scaled(y))
         self.accumulate_train(loss, len(y))
         return loss
 

@@ -135,8 +135,8 @@ def build_module(cfg: DictConfig, datamodule: Any) -> Built:
             net.spec = spec  # lets the checkpoint rebuild the user's network by name
     optimizer = instantiate(cfg.optimizer, "optimizer")
     scheduler = instantiate(cfg.scheduler, "scheduler") if "_target_" in cfg.scheduler else None
-    if hasattr(task_cls, "data_kwargs"):  # what the data tells the task: classes, target scale
-        task_kwargs = {**task_cls.data_kwargs(datamodule), **task_kwargs}
+    # what the data tells the task (class count, target scale); task.* keys win
+    task_kwargs = {**task_cls.data_kwargs(datamodule), **task_kwargs}
     try:
         module = task_cls(net=net, optimizer=optimizer, scheduler=scheduler, **task_kwargs)
     except (TypeError, ValueError) as exc:
