@@ -202,6 +202,9 @@ def preflight(cfg: DictConfig, check_batches: bool = True) -> Built:
 def check_trainer(cfg: DictConfig) -> None:
     """Build the trainer once, without starting it: an accelerator, device count or
     strategy this machine cannot run fails here."""
+    from sweeper.training.run import quiet_lightning
+
+    quiet_lightning()  # no start-up banner from a trainer that never starts
     instantiate(
         cfg.trainer,
         "trainer",
