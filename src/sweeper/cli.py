@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import logging
 import os
 import re
 import sys
@@ -285,8 +286,16 @@ def cmd_worker(argv: Sequence[str]) -> int:
     """Internal: one worker process of a sweep (started by ``sweeper sweep``)."""
     from sweeper.search.worker import worker_main
 
-    plan_file, index = argv
-    return worker_main(plan_file, int(index))
+    args = list(argv)
+    preload_tracking = "--no-tracking" not in args
+    plan_file, index = [a for a in args if a != "--no-tracking"]
+    code = worker_main(plan_file, int(index), preload_tracking)
+    # The worker has flushed its MLflow writes and told Optuna every trial; skip the
+    # second or so of interpreter teardown (torch, Lightning, MLflow exit hooks).
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _tracking_defaults() -> tuple[str, str]:

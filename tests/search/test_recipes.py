@@ -63,7 +63,7 @@ def test_every_pruner_instantiates(pruner):
 
 
 def test_workers_split_threads_and_gpus(monkeypatch):
-    from sweeper.search.sweep import worker_envs
+    from sweeper.search.processes import worker_envs
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
     envs = worker_envs(2, "gpu")

@@ -9,14 +9,9 @@ trials, writes the best configuration, tests the best checkpoint and registers i
 
 from __future__ import annotations
 
-import ctypes
 import json
 import logging
 import os
-import shutil
-import signal
-import subprocess
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -30,6 +25,7 @@ from sweeper.composition import without_searchpath
 from sweeper.errors import ConfigError, SweeperError
 from sweeper.search.plan import SweepPlan
 from sweeper.search.preflight import check_trials
+from sweeper.search.processes import WorkerPool, worker_envs, worker_threads
 from sweeper.search.report import Progress, table, trials_table
 from sweeper.search.settings import SearchSettings, mask_url, parse_settings
 from sweeper.search.space import SearchSpace, parse_space
@@ -140,88 +136,6 @@ def parent_run(tracker: Any, study: Any, settings: SearchSettings, storage_url: 
         tracker.log_params(run_id, {f"search.{p.key}": json.dumps(p.describe()) for p in space.params})
     study.set_user_attr(PARENT_ATTR, run_id)
     return run_id
-
-
-# ------------------------------------------------------------------------ workers
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    """Linux: a worker gets SIGKILL when the coordinator dies, even by ``kill -9``."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
-def _gpu_count() -> int:
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
-    if shutil.which("nvidia-smi") is None:
-        return 0
-    try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return 0
-    return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
-
-
-def worker_envs(workers: int, accelerator: str) -> list[dict[str, str]]:
-    """Per-worker environment: CPU threads split evenly; GPUs split into disjoint sets
-    when there are at least as many GPUs as workers, else shared round-robin."""
-    cores = os.cpu_count() or 1
-    threads = max(1, cores // workers)
-    envs = [{"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} for _ in range(workers)]
-    gpus = _gpu_count() if accelerator in ("auto", "gpu", "cuda") else 0
-    if gpus and workers > 1:
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        ids = [d.strip() for d in visible.split(",")] if visible else [str(i) for i in range(gpus)]
-        for i, env in enumerate(envs):
-            mine = ids[i::workers] if len(ids) >= workers else [ids[i % len(ids)]]
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(mine)
-    return envs
-
-
-def run_workers(
-    plan: SweepPlan, plan_file: Path, study: Any, progress: Progress, accelerator: str
-) -> tuple[list[int], bool]:
-    envs = worker_envs(plan.search.workers, accelerator)
-    procs = []
-    logs = []
-    for index, extra in enumerate(envs):
-        log_path = Path(plan.study_dir) / f"worker_{index}.log"
-        handle = open(log_path, "a")  # noqa: SIM115 - closed below
-        logs.append(handle)
-        env = {**os.environ, **extra, "PYTHONUNBUFFERED": "1"}
-        env.pop("SWEEPER_DDP_CONFIG", None)
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "sweeper", "_worker", str(plan_file), str(index)],
-            env=env, stdout=handle, stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
-        ))  # fmt: skip
-    interrupted = False
-    try:
-        while any(p.poll() is None for p in procs):
-            progress.update(study)
-            time.sleep(1.0)
-    except KeyboardInterrupt:
-        interrupted = True
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT)
-        deadline = time.time() + 120
-        for p in procs:
-            try:
-                p.wait(timeout=max(1.0, deadline - time.time()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-    finally:
-        for handle in logs:
-            handle.close()
-    progress.update(study)
-    progress.close()
-    return [p.returncode for p in procs], interrupted
 
 
 # ------------------------------------------------------------------------ the end
@@ -337,11 +251,25 @@ def run_sweep(
     """Run (or resume) the study described by a composed ``sweep.yaml`` config.
 
     ``sources`` is the Hydra search path it was composed with; workers compose from it.
+    The workers start first and load their libraries while the sweep is checked and
+    its study opened; they are ended unused if it never begins.
     """
     if cfg.search.study_name is None:
         with open_dict(cfg):
             cfg.search.study_name = choices.get("experiment") or "default"
     settings = parse_settings(cfg.search, choices, cfg.get("monitor"), cfg.get("monitor_mode"))
+    accelerator = str(cfg.trainer.accelerator)
+    pool = WorkerPool(worker_envs(settings.workers, accelerator), preload_tracking=bool(cfg.tracking.enabled))
+    try:
+        return _run_sweep(cfg, choices, overrides, sources, settings, pool)
+    finally:
+        pool.close()
+
+
+def _run_sweep(
+    cfg: DictConfig, choices: dict[str, str], overrides: list[str], sources: list[dict[str, str]],
+    settings: SearchSettings, pool: WorkerPool,
+) -> int:
     space = parse_space(settings.params)
     base = cfg.copy()
     with open_dict(base):
@@ -408,7 +336,7 @@ def run_sweep(
         tracking_enabled=bool(cfg.tracking.enabled),
         started_at=started - 1.0,
         deadline=started + settings.timeout if settings.timeout else None,
-        threads=max(1, (os.cpu_count() or 1) // settings.workers),
+        threads=worker_threads(settings.workers),
         config_sources=sources,
         base_config=composed_form(base),
     )
@@ -420,7 +348,10 @@ def run_sweep(
     if done_before >= n_trials:
         codes, interrupted = [0], False  # nothing left to run: report the finished study
     else:
-        codes, interrupted = run_workers(plan, plan_file, study, progress, str(cfg.trainer.accelerator))
+        pool.go(plan_file, study_dir)
+        codes, interrupted = pool.wait(lambda: progress.update(study))
+        progress.update(study)
+        progress.close()
 
     with FileLock(str(study_dir / "ask.lock")):
         recover_stale(study, storage, settings.retries, mark_child)

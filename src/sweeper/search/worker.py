@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
 import signal
 import sys
 import time
@@ -331,18 +332,48 @@ def check_same_config(plan: SweepPlan) -> None:
         )
 
 
-def worker_main(plan_file: str, index: int) -> int:
-    """Entry point of ``sweeper _worker PLAN INDEX`` (a process started by ``sweeper sweep``)."""
+def _wait_for_plan(index: int) -> str | None:
+    """The plan's path, written on stdin by the coordinator once the study exists; then
+    this process's output goes to its log in the study folder. None: no sweep for us."""
+    line = sys.stdin.readline().strip()
+    if not line:
+        return None
+    plan = SweepPlan.load(line)
+    log_path = Path(plan.study_dir) / f"worker_{index}.log"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    return line
+
+
+def worker_main(plan_file: str, index: int, preload_tracking: bool = True) -> int:
+    """Entry point of ``sweeper _worker PLAN INDEX`` (a process started by ``sweeper sweep``).
+
+    With ``PLAN`` ``-`` the worker loads its libraries first and then waits for the plan's
+    path on stdin, so its imports overlap the coordinator's checks.
+    """
     from sweeper.composition import config_context
 
-    plan = SweepPlan.load(plan_file)
     # SIGTERM ends the worker like Ctrl-C does: the trial is marked, MLflow writes finish.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     # Loaded before the first trial is asked, so no trial's timestamps or duration
     # include seconds of imports.
+    import optuna  # noqa: F401
     import pytorch_lightning  # noqa: F401
     import torch
 
+    if preload_tracking:
+        import mlflow.tracking  # noqa: F401
+
+    if plan_file == "-":
+        waited = _wait_for_plan(index)
+        if waited is None:
+            return 0
+        plan_file = waited
+    plan = SweepPlan.load(plan_file)
     torch.set_num_threads(max(1, plan.threads))
     with config_context(plan.config_sources):
         try:

@@ -1,0 +1,174 @@
+"""The worker processes of a sweep on this machine: their environment, start and end.
+
+Workers are started first, before the coordinator checks the config and opens the
+study, so that their seconds of imports (torch, Lightning, MLflow) overlap the
+coordinator's own work. Each waits on its stdin for the plan's path; the coordinator
+writes it once the study and the parent run exist. When the sweep stops before it
+starts (bad input), the workers, which have done nothing but import, are ended at once.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+TICK_S = 1.0  # how often the coordinator redraws progress
+POLL_S = 0.05  # how often it looks for ended workers
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """Linux: a worker gets SIGKILL when the coordinator dies, even by ``kill -9``."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def _gpu_count() -> int:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    if shutil.which("nvidia-smi") is None:
+        return 0
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
+
+
+def worker_threads(workers: int, requested: int | None = None) -> int:
+    """Torch/OpenMP threads per worker: the machine's cores split evenly, or ``requested``."""
+    if requested:
+        return requested
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+def worker_envs(workers: int, accelerator: str, threads: int | None = None) -> list[dict[str, str]]:
+    """Per-worker environment.
+
+    CPU threads are split evenly (or set by ``threads``), and OpenMP threads sleep
+    instead of spinning when idle (``OMP_WAIT_POLICY=PASSIVE``): on a machine shared
+    with other work, spinning threads made a small trial many times slower. A value the
+    user exported wins. GPUs are split into disjoint sets when there are at least as
+    many GPUs as workers, else shared round-robin.
+    """
+    n = str(worker_threads(workers, threads))
+    envs = []
+    for _ in range(workers):
+        env = {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n}
+        if "OMP_WAIT_POLICY" not in os.environ:
+            env["OMP_WAIT_POLICY"] = "PASSIVE"
+        envs.append(env)
+    gpus = _gpu_count() if accelerator in ("auto", "gpu", "cuda") else 0
+    if gpus and workers > 1:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        ids = [d.strip() for d in visible.split(",")] if visible else [str(i) for i in range(gpus)]
+        for i, env in enumerate(envs):
+            mine = ids[i::workers] if len(ids) >= workers else [ids[i % len(ids)]]
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(mine)
+    return envs
+
+
+class WorkerPool:
+    """``search.workers`` processes of ``sweeper _worker``, started before the plan exists.
+
+    Until :meth:`go` their output goes to a private temporary file (a worker that fails to
+    import shows it there); from then on each writes ``worker_<i>.log`` in the study folder.
+    """
+
+    def __init__(self, envs: list[dict[str, str]], preload_tracking: bool) -> None:
+        self._tmp = Path(tempfile.mkdtemp(prefix="sweeper-workers-"))
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self._early: list[IO[bytes]] = []
+        for index, extra in enumerate(envs):
+            early = open(self._tmp / f"worker_{index}.log", "w+b")  # noqa: SIM115 - closed in close()
+            self._early.append(early)
+            env = {**os.environ, **extra, "PYTHONUNBUFFERED": "1"}
+            env.pop("SWEEPER_DDP_CONFIG", None)
+            args = [sys.executable, "-m", "sweeper", "_worker", "-", str(index)]
+            if not preload_tracking:
+                args.append("--no-tracking")
+            self.procs.append(subprocess.Popen(
+                args, env=env, stdin=subprocess.PIPE, stdout=early, stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            ))  # fmt: skip
+        self.started = False
+
+    def go(self, plan_file: Path, study_dir: Path) -> None:
+        """Hand every worker the plan: its trials begin. A worker that already ended
+        (it could not import its libraries) leaves what it printed in its study log."""
+        line = f"{plan_file}\n".encode()
+        for index, proc in enumerate(self.procs):
+            if proc.poll() is not None:
+                with open(study_dir / f"worker_{index}.log", "a") as log:
+                    log.write(self.early_output(index))
+                continue
+            self._send(proc, line)
+        self.started = True
+
+    @staticmethod
+    def _send(proc: subprocess.Popen[bytes], data: bytes) -> None:
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(data)
+            proc.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass  # it has already ended; its exit code says why
+
+    def early_output(self, index: int) -> str:
+        """What worker ``index`` printed before it had the plan (import errors)."""
+        handle = self._early[index]
+        handle.flush()
+        handle.seek(0)
+        return handle.read().decode(errors="replace")
+
+    def wait(self, tick: Callable[[], None]) -> tuple[list[int | None], bool]:
+        """Wait for the workers to end, calling ``tick`` every :data:`TICK_S` seconds.
+
+        Ctrl-C is passed on to them as SIGINT; each then marks its trial and exits.
+        Returns the exit codes and whether the sweep was interrupted.
+        """
+        interrupted = False
+        try:
+            while any(p.poll() is None for p in self.procs):
+                tick()
+                deadline = time.monotonic() + TICK_S
+                while time.monotonic() < deadline and any(p.poll() is None for p in self.procs):
+                    time.sleep(POLL_S)
+        except KeyboardInterrupt:
+            interrupted = True
+            self.interrupt()
+        return [p.returncode for p in self.procs], interrupted
+
+    def interrupt(self, grace_s: float = 120.0) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        deadline = time.time() + grace_s
+        for p in self.procs:
+            try:
+                p.wait(timeout=max(1.0, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    def close(self) -> None:
+        """End workers that never got a plan (the sweep stopped before it began)."""
+        if not self.started:
+            for proc in self.procs:  # still importing, nothing of the study begun: end it now
+                if proc.poll() is None:
+                    proc.kill()
+                proc.wait()
+        for handle in self._early:
+            handle.close()
+        shutil.rmtree(self._tmp, ignore_errors=True)
