@@ -10,6 +10,7 @@ and waits once, before it exits); pending writes are also finished at interprete
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import os
 import queue
@@ -42,7 +43,13 @@ EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_de
 
 
 def git_commit(cwd: str | Path | None = None) -> str | None:
-    """The commit of the working directory's repository, if there is one."""
+    """The commit of the working directory's repository, if there is one (asked once
+    per folder and process: a sweep's trials would each start ``git`` otherwise)."""
+    return _git_commit(str(Path(cwd or ".").resolve()))
+
+
+@functools.lru_cache(maxsize=16)
+def _git_commit(cwd: str) -> str | None:
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5

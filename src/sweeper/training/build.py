@@ -9,6 +9,7 @@ same code before any trial exists.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -45,8 +46,11 @@ def instantiate(node: DictConfig, group: str, **kwargs: Any) -> Any:
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate as hydra_instantiate
 
-    import_target(node, group)
+    target = import_target(node, group)
     try:
+        fast = _plain_call(node, target, kwargs)
+        if fast is not None:
+            return fast()
         return hydra_instantiate(node, _convert_="all", **kwargs)
     except InstantiationException as exc:
         cause = exc.__cause__ or exc
@@ -55,6 +59,30 @@ def instantiate(node: DictConfig, group: str, **kwargs: Any) -> Any:
         raise
     except Exception as exc:  # noqa: BLE001 - a user's constructor may raise anything
         raise ConfigError(f"{group}: {type(exc).__name__}: {_short(exc)}; check the {group}.* keys") from exc
+
+
+def _plain(value: Any) -> bool:
+    """Only dicts, lists and scalars, no nested ``_target_``."""
+    if isinstance(value, dict):
+        return "_target_" not in value and all(_plain(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_plain(v) for v in value)
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def _plain_call(node: DictConfig, target: Any, kwargs: dict[str, Any]) -> Any:
+    """What Hydra's instantiate would do for a node of plain values, as a call without
+    its recursion (it costs a trial tens of milliseconds); None for anything else."""
+    data = OmegaConf.to_container(node, resolve=True)
+    if not isinstance(data, dict) or any(k.startswith("_") and k not in ("_target_", "_partial_") for k in data):
+        return None
+
+    args = {k: v for k, v in data.items() if not k.startswith("_")}
+    if not _plain(args):
+        return None
+    if data.get("_partial_"):
+        return lambda: functools.partial(target, **args, **kwargs)
+    return lambda: target(**args, **kwargs)
 
 
 def build_datamodule(cfg: DictConfig) -> Any:
@@ -151,15 +179,8 @@ def plain_spec(node: DictConfig, extra: Mapping[str, Any]) -> dict[str, Any] | N
     if not isinstance(data, dict):
         return None
 
-    def plain(value: Any) -> bool:
-        if isinstance(value, dict):
-            return "_target_" not in value and all(plain(v) for v in value.values())
-        if isinstance(value, list):
-            return all(plain(v) for v in value)
-        return value is None or isinstance(value, (bool, int, float, str))
-
     kwargs = {k: v for k, v in data.items() if k != "_target_"}
-    if any(k.startswith("_") for k in kwargs) or not plain(kwargs):
+    if any(k.startswith("_") for k in kwargs) or not _plain(kwargs):
         return None
     return {"_target_": data["_target_"], **kwargs, **extra}
 
