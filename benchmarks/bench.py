@@ -428,10 +428,65 @@ def bench_startup(args: argparse.Namespace) -> None:
             statistics.median(done)]])
 
 
+# ----------------------------------------------------------------------- threads
+
+_FIT = """
+import sys, time
+sys.path.insert(0, {peers!r})
+import pytorch_lightning as pl
+from common import build, trainer_kwargs
+pl.seed_everything(0, verbose=False)
+times = []
+for rep in range({repeats} + 1):
+    module, data = build({model!r}, 0.003, {batch})
+    trainer = pl.Trainer(**trainer_kwargs({epochs}), logger=False, enable_checkpointing=False)
+    t = time.perf_counter()
+    trainer.fit(module, datamodule=data)
+    times.append(time.perf_counter() - t)
+times = sorted(times[1:])  # the first fit warms up
+print(times[len(times) // 2])
+"""
+
+THREAD_CHOICES = {
+    "2 threads, OpenMP default": {"OMP_NUM_THREADS": "2"},
+    "2 threads, OMP_WAIT_POLICY=PASSIVE": {"OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE"},
+    "2 threads, GOMP_SPINCOUNT=10000": {"OMP_NUM_THREADS": "2", "GOMP_SPINCOUNT": "10000"},
+    "1 thread": {"OMP_NUM_THREADS": "1"},
+}
+
+
+def _fit_seconds(model: str, batch: int, epochs: int, env: dict[str, str], repeats: int) -> float:
+    code = _FIT.format(peers=str(REPO / "benchmarks" / "peers"), repeats=repeats, model=model, batch=batch,
+                       epochs=epochs)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "GOMP_", "MKL_"))}
+    out = subprocess.run([sys.executable, "-c", code], env={**clean, **env, "PYTHONWARNINGS": "ignore"},
+                         capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def bench_threads(args: argparse.Namespace) -> None:
+    """Fit time of one small model by torch/OpenMP thread choice, on an idle machine and
+    beside one busy process (another job on a shared machine)."""
+    rows = []
+    for model, batch, epochs in (("mlp", 64, 5), ("cnn", 64, 5)):
+        for label, env in THREAD_CHOICES.items():
+            idle = _fit_seconds(model, batch, epochs, env, args.repeats)
+            hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            try:
+                loaded = _fit_seconds(model, batch, epochs, env, args.repeats)
+            finally:
+                hog.kill()
+                hog.wait()
+            rows.append([model, label, idle, loaded, loaded / idle])
+            print(f"  {model} {label}: idle {idle:.3f} s, loaded {loaded:.3f} s", flush=True)
+    table(f"Threads: seconds per fit ({epochs} epochs on digits, batch 64, median of {args.repeats}), idle and "
+          "beside one busy process", ["model", "choice", "idle s", "loaded s", "loaded / idle"], rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("which", nargs="*", default=["startup", "overhead", "workers", "pruning"],
-                        choices=["startup", "overhead", "workers", "pruning"])
+                        choices=["startup", "overhead", "workers", "pruning", "threads"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=5, help="epochs per overhead run")
     parser.add_argument("--seeds", type=int, default=5, help="seeds per pruner (pruning payoff)")

@@ -66,11 +66,11 @@ def test_workers_split_threads_and_gpus(monkeypatch):
     from sweeper.search.processes import worker_envs
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
-    envs = worker_envs(2, "gpu")
+    envs = worker_envs(2, "gpu", 1)
     assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["0,2", "1,3"]  # disjoint
-    envs = worker_envs(3, "auto")
+    envs = worker_envs(3, "auto", 1)
     assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["0,3", "1", "2"]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5")
-    assert [e["CUDA_VISIBLE_DEVICES"] for e in worker_envs(2, "gpu")] == ["5", "5"]  # shared
-    assert all("CUDA_VISIBLE_DEVICES" not in e for e in worker_envs(2, "cpu"))
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in worker_envs(2, "gpu", 1)] == ["5", "5"]  # shared
+    assert all("CUDA_VISIBLE_DEVICES" not in e for e in worker_envs(2, "cpu", 1))
     assert all(int(e["OMP_NUM_THREADS"]) >= 1 for e in envs)

@@ -34,6 +34,7 @@ def test_defaults_parse():
         ("search.direction=up", "search.direction"),
         ("search.study_name='a b'", "search.study_name"),
         ("+search.n_trails=3", "search.n_trails"),
+        ("search.threads=0", "search.threads"),
     ],
 )
 def test_bad_settings_name_the_key(override, key):

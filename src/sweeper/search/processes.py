@@ -46,29 +46,42 @@ def _gpu_count() -> int:
     return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
 
 
+BUSY_LOAD = 0.5  # a 1-minute load average above this, before the sweep starts: other work runs here
+
+
 def worker_threads(workers: int, requested: int | None = None) -> int:
-    """Torch/OpenMP threads per worker: the machine's cores split evenly, or ``requested``."""
+    """Torch/OpenMP threads per worker: ``requested``, else the machine's cores split
+    evenly, except on a machine already busy with other work, where it is one.
+
+    Measured (``python benchmarks/bench.py threads``): on an idle 2-core machine two
+    threads fit the digits CNN 1.2x faster than one, but beside one busy process they
+    were 2.2x slower than one thread, their OpenMP threads spinning against it; one
+    thread loses nothing under load. Sleeping instead of spinning
+    (``OMP_WAIT_POLICY=PASSIVE``) kept two threads steady under load but made them
+    1.9x slower when idle, so it is not the default.
+    """
     if requested:
         return requested
-    return max(1, (os.cpu_count() or 1) // workers)
+    even = max(1, (os.cpu_count() or 1) // workers)
+    if even > 1 and _load_average() > BUSY_LOAD:
+        return 1
+    return even
 
 
-def worker_envs(workers: int, accelerator: str, threads: int | None = None) -> list[dict[str, str]]:
-    """Per-worker environment.
+def _load_average() -> float:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return 0.0
 
-    CPU threads are split evenly (or set by ``threads``), and OpenMP threads sleep
-    instead of spinning when idle (``OMP_WAIT_POLICY=PASSIVE``): on a machine shared
-    with other work, spinning threads made a small trial many times slower. A value the
-    user exported wins. GPUs are split into disjoint sets when there are at least as
-    many GPUs as workers, else shared round-robin.
-    """
-    n = str(worker_threads(workers, threads))
-    envs = []
-    for _ in range(workers):
-        env = {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n}
-        if "OMP_WAIT_POLICY" not in os.environ:
-            env["OMP_WAIT_POLICY"] = "PASSIVE"
-        envs.append(env)
+
+def worker_envs(workers: int, accelerator: str, threads: int) -> list[dict[str, str]]:
+    """Per-worker environment: ``threads`` torch/OpenMP threads each (a value the user
+    exported wins); GPUs split into disjoint sets when there are at least as many GPUs as
+    workers, else shared round-robin."""
+    n = str(threads)
+    envs = [{"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", n),
+             "MKL_NUM_THREADS": os.environ.get("MKL_NUM_THREADS", n)} for _ in range(workers)]
     gpus = _gpu_count() if accelerator in ("auto", "gpu", "cuda") else 0
     if gpus and workers > 1:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")

@@ -24,6 +24,7 @@ class SearchSettings:
     study_name: str = "sweep"
     storage: str | None = None
     workers: int = 1
+    threads: int | None = None
     seed: int | None = 0
     max_failure_rate: float = 0.5
     retries: int = 1
@@ -78,7 +79,7 @@ def parse_settings(
     known = {
         "n_trials", "timeout", "metric", "direction", "study_name", "storage", "workers", "seed",
         "max_failure_rate", "retries", "force", "register_model", "params", "sampler", "pruner",
-        "cv",
+        "cv", "threads",
     }  # fmt: skip
     for key in sorted(set(raw) - known):
         problems.append(f"search.{key}: unknown key; known keys are {', '.join(sorted(known))}")
@@ -93,6 +94,11 @@ def parse_settings(
     n_trials = integer("n_trials", 1, "search.n_trials=20")
     workers = integer("workers", 1, "search.workers=2")
     retries = integer("retries", 0, "search.retries=1")
+    threads = raw.get("threads")
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        problems.append(f"search.threads must be an integer >= 1 or null (chosen per machine), got {threads!r}; "
+                        "e.g. search.threads=1")
+        threads = None
     timeout = raw.get("timeout")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
         problems.append(f"search.timeout must be a number of seconds > 0 or null, got {timeout!r}")
@@ -158,6 +164,7 @@ def parse_settings(
         study_name=name,
         storage=storage,
         workers=workers,
+        threads=threads,
         seed=seed,
         max_failure_rate=float(rate),
         retries=retries,

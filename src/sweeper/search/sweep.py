@@ -259,16 +259,17 @@ def run_sweep(
             cfg.search.study_name = choices.get("experiment") or "default"
     settings = parse_settings(cfg.search, choices, cfg.get("monitor"), cfg.get("monitor_mode"))
     accelerator = str(cfg.trainer.accelerator)
-    pool = WorkerPool(worker_envs(settings.workers, accelerator), preload_tracking=bool(cfg.tracking.enabled))
+    threads = worker_threads(settings.workers, settings.threads)
+    pool = WorkerPool(worker_envs(settings.workers, accelerator, threads), preload_tracking=bool(cfg.tracking.enabled))
     try:
-        return _run_sweep(cfg, choices, overrides, sources, settings, pool)
+        return _run_sweep(cfg, choices, overrides, sources, settings, pool, threads)
     finally:
         pool.close()
 
 
 def _run_sweep(
     cfg: DictConfig, choices: dict[str, str], overrides: list[str], sources: list[dict[str, str]],
-    settings: SearchSettings, pool: WorkerPool,
+    settings: SearchSettings, pool: WorkerPool, threads: int,
 ) -> int:
     space = parse_space(settings.params)
     base = cfg.copy()
@@ -336,13 +337,14 @@ def _run_sweep(
         tracking_enabled=bool(cfg.tracking.enabled),
         started_at=started - 1.0,
         deadline=started + settings.timeout if settings.timeout else None,
-        threads=worker_threads(settings.workers),
+        threads=threads,
         config_sources=sources,
         base_config=composed_form(base),
     )
     plan_file = study_dir / "plan.json"
     plan.save(plan_file)
-    _say(f"study '{settings.study_name}': {n_trials} trials, {settings.workers} worker(s), "
+    _say(f"study '{settings.study_name}': {n_trials} trials, {settings.workers} worker(s) "
+         f"x {threads} thread(s), "
          f"sampler {settings.sampler_name}, pruner {settings.pruner_name}; logs in {study_dir}")
     progress = Progress(settings.study_name, n_trials, settings.workers, settings.metrics[0])
     if done_before >= n_trials:
