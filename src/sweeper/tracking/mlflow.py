@@ -43,13 +43,7 @@ EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_de
 
 
 def git_commit(cwd: str | Path | None = None) -> str | None:
-    """The commit of the working directory's repository, if there is one (asked once
-    per folder and process: a sweep's trials would each start ``git`` otherwise)."""
-    return _git_commit(str(Path(cwd or ".").resolve()))
-
-
-@functools.lru_cache(maxsize=16)
-def _git_commit(cwd: str) -> str | None:
+    """The commit of the working directory's repository, if there is one."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5
@@ -57,6 +51,13 @@ def _git_commit(cwd: str) -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+@functools.lru_cache(maxsize=1)
+def process_git_commit() -> str | None:
+    """The commit of the working directory when this process first asked: the code it
+    runs. Asked once, so a sweep's trials do not each start ``git``."""
+    return git_commit()
 
 
 class _Writer:

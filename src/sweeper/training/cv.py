@@ -49,13 +49,13 @@ def run_cv(
     (output_dir / "config.yaml").write_text(yaml.safe_dump(resolved(cfg), sort_keys=False))
     tracker = run_id = None
     if track and cfg.tracking.enabled:
-        from sweeper.tracking.mlflow import git_commit, shared_tracker
+        from sweeper.tracking.mlflow import process_git_commit, shared_tracker
         from sweeper.tracking.params import flatten
 
         tracker = shared_tracker(cfg.tracking.uri, cfg.tracking.experiment)
         run_id = tracker.start_run(
             run_name or f"{family(cfg)}-cv-{time.strftime('%Y%m%d-%H%M%S')}",
-            {"model_family": family(cfg), "mlflow.source.git.commit": git_commit(),
+            {"model_family": family(cfg), "mlflow.source.git.commit": process_git_commit(),
              "mlflow.source.name": "sweeper sweep", "cv_folds": folds, **(tags or {})},
             parent_run_id,
         )  # fmt: skip

@@ -133,7 +133,7 @@ def run_training(
 
     tracker = run_id = None
     if track and cfg.tracking.enabled and _is_rank_zero():
-        from sweeper.tracking.mlflow import MlflowLogger, git_commit, shared_tracker
+        from sweeper.tracking.mlflow import MlflowLogger, process_git_commit, shared_tracker
         from sweeper.tracking.params import flatten
 
         tracker = shared_tracker(cfg.tracking.uri, cfg.tracking.experiment)
@@ -143,7 +143,7 @@ def run_training(
             "model_class": built.net_class,
             "data_class": f"{type(datamodule).__module__}.{type(datamodule).__qualname__}",
             "task": built.task,
-            "mlflow.source.git.commit": git_commit(),
+            "mlflow.source.git.commit": process_git_commit(),
             "mlflow.source.name": "sweeper train",
             "output_dir": str(output_dir),
             "project_dir": str(project_dir()),  # where the run's own modules can be imported from
