@@ -195,16 +195,10 @@ def run_one(c: Contender, workload: str, work: Path) -> Result:
     )
 
 
-def table(title: str, headers: list[str], rows: list[list[object]]) -> None:
-    cells = [[f"{v:.4f}" if isinstance(v, float) and abs(v) < 1 else f"{v:.1f}" if isinstance(v, float)
-              else str(v) for v in r] for r in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
-    print(f"\n### {title}\n")
-    print("| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |")
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for r in cells:
-        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |")
-    sys.stdout.flush()
+def _cells(row: list[object]) -> list[object]:
+    """Four decimals below 1 (accuracies), one above (seconds, MiB)."""
+    return [f"{v:.4f}" if isinstance(v, float) and abs(v) < 1 else f"{v:.1f}" if isinstance(v, float) else v
+            for v in row]
 
 
 def versions(c: Contender) -> str:
@@ -231,7 +225,7 @@ def main() -> None:
     for name, (model, trials, epochs) in WORKLOADS.items():
         WORKLOADS[name] = (model, args.trials or trials, args.epochs or epochs)
     sys.path.insert(0, str(REPO / "benchmarks"))
-    from bench import machine
+    from bench import machine, table
 
     print(f"machine: {machine()}")
     todo = []
@@ -271,6 +265,7 @@ def main() -> None:
             rows.append([name, pruning, wall, f"{wall / base:.2f}" if base else "-", med("fit"),
                          wall - med("fit"), med("trials") / (wall / 60), int(med("epochs")), med("best"),
                          med("to_best"), med("first_start"), med("after_last"), med("peak_mib"), rs[-1].mlflow])
+        rows = [_cells(r) for r in rows]
         table(f"{workload}: {trials} trials of {model}, {epochs} epoch(s), median of {args.repeats} "
               f"(wall / sweeper: against sweeper with the same pruning, else sweeper without)",
               ["contender", "pruning", "wall s", "wall / sweeper", "sum of fit s", "outside fit s", "trials/min",

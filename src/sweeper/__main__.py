@@ -1,8 +1,6 @@
 """``python -m sweeper`` works like the ``sweeper`` command."""
 
-import sys
-
-from sweeper.cli import main
+from sweeper.cli import entry
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

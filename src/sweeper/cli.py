@@ -289,13 +289,9 @@ def cmd_worker(argv: Sequence[str]) -> int:
     args = list(argv)
     preload_tracking = "--no-tracking" not in args
     plan_file, index = [a for a in args if a != "--no-tracking"]
-    code = worker_main(plan_file, int(index), preload_tracking)
-    # The worker has flushed its MLflow writes and told Optuna every trial; skip the
-    # second or so of interpreter teardown (torch, Lightning, MLflow exit hooks).
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    # The worker has flushed its MLflow writes and told Optuna every trial.
+    _exit_now(worker_main(plan_file, int(index), preload_tracking))
+    return 0  # not reached
 
 
 def _tracking_defaults() -> tuple[str, str]:
@@ -396,6 +392,32 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "ui": cmd_ui,
     "_worker": cmd_worker,
 }
+
+
+def _exit_now(code: int) -> None:
+    """End the process once every MLflow write is done, skipping the second or so that
+    the interpreter's teardown of torch, Lightning and MLflow takes."""
+    tracking = sys.modules.get("sweeper.tracking.mlflow")
+    if tracking is not None:
+        tracking._drain_all_writers()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def entry() -> None:
+    """The ``sweeper`` command. ``sweeper sweep`` leaves without interpreter teardown."""
+    args = sys.argv[1:]
+    try:
+        code = main(args)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if exc.code is not None and not isinstance(exc.code, int):
+            print(exc.code, file=sys.stderr)
+    if args and args[0] == "sweep":
+        _exit_now(code)
+    sys.exit(code)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
