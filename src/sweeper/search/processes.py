@@ -2,14 +2,16 @@
 
 Workers are started first, before the coordinator checks the config and opens the
 study, so that their seconds of imports (torch, Lightning, MLflow) overlap the
-coordinator's own work. Each waits on its stdin for the plan's path; the coordinator
-writes it once the study and the parent run exist. When the sweep stops before it
+coordinator's own work. Each reads two lines on its stdin: what it may prepare while it
+waits (the sweep's overrides and config folders, whether the MLflow store exists), and
+then the plan's path, written once the study and the parent run exist. When the sweep stops before it
 starts (bad input), the workers, which have done nothing but import, are ended at once.
 """
 
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import shutil
 import signal
@@ -19,7 +21,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 TICK_S = 1.0  # how often the coordinator redraws progress
 POLL_S = 0.05  # how often it looks for ended workers
@@ -99,7 +101,8 @@ class WorkerPool:
     import shows it there); from then on each writes ``worker_<i>.log`` in the study folder.
     """
 
-    def __init__(self, envs: list[dict[str, str]], preload_tracking: bool) -> None:
+    def __init__(self, envs: list[dict[str, str]], preload_tracking: bool,
+                 warm_up: dict[str, Any] | None = None) -> None:
         self._tmp = Path(tempfile.mkdtemp(prefix="sweeper-workers-"))
         self.procs: list[subprocess.Popen[bytes]] = []
         self._early: list[IO[bytes]] = []
@@ -111,10 +114,15 @@ class WorkerPool:
             args = [sys.executable, "-m", "sweeper", "_worker", "-", str(index)]
             if not preload_tracking:
                 args.append("--no-tracking")
-            self.procs.append(subprocess.Popen(
+            proc = subprocess.Popen(
                 args, env=env, stdin=subprocess.PIPE, stdout=early, stderr=subprocess.STDOUT,
                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
-            ))  # fmt: skip
+            )  # fmt: skip
+            # First line: what the worker may prepare while it waits (see worker.warm_up).
+            assert proc.stdin is not None
+            proc.stdin.write((json.dumps(warm_up or {}) + "\n").encode())
+            proc.stdin.flush()
+            self.procs.append(proc)
         self.started = False
 
     def go(self, plan_file: Path, study_dir: Path) -> None:

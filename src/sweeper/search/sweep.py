@@ -260,11 +260,23 @@ def run_sweep(
     settings = parse_settings(cfg.search, choices, cfg.get("monitor"), cfg.get("monitor_mode"))
     accelerator = str(cfg.trainer.accelerator)
     threads = worker_threads(settings.workers, settings.threads)
-    pool = WorkerPool(worker_envs(settings.workers, accelerator, threads), preload_tracking=bool(cfg.tracking.enabled))
+    pool = WorkerPool(worker_envs(settings.workers, accelerator, threads), preload_tracking=bool(cfg.tracking.enabled),
+                      warm_up={"overrides": without_searchpath(overrides), "sources": sources,
+                               "tracking_store_exists": bool(cfg.tracking.enabled) and store_exists(cfg.tracking.uri)})
     try:
         return _run_sweep(cfg, choices, overrides, sources, settings, pool, threads)
     finally:
         pool.close()
+
+
+def store_exists(uri: str) -> bool:
+    """Whether an MLflow store is there already, so opening it creates no schema: an
+    existing SQLite file, or a tracking server."""
+    if uri.startswith(("http://", "https://")):
+        return True
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///"):]).is_file()
+    return False
 
 
 def _run_sweep(

@@ -8,6 +8,7 @@ ends with exactly ``n_trials`` finished trials.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
 import os
@@ -332,9 +333,41 @@ def check_same_config(plan: SweepPlan) -> None:
         )
 
 
+def warm_up(hint: dict[str, Any]) -> None:
+    """What a worker does while the coordinator checks the sweep: compose its config and
+    build its data module, model and trainer once (the first trial then pays no
+    first-call costs), and open the MLflow store when it already exists (a new store's
+    schema is the coordinator's to create). Best effort: the coordinator's checks report
+    any problem, and this worker is ended if they refuse the sweep."""
+    from sweeper.composition import config_context
+    from sweeper.training.build import check_trainer, preflight
+
+    try:
+        with config_context(hint["sources"]):
+            cfg = compose_sweep(hint["overrides"])
+            with open_dict(cfg):
+                cfg.pop("search", None)
+                cfg.pop("hydra", None)
+            preflight(cfg, check_batches=True)
+            check_trainer(cfg)
+            if hint.get("tracking_store_exists"):
+                from sweeper.tracking.mlflow import shared_tracker
+
+                shared_tracker(cfg.tracking.uri, cfg.tracking.experiment)
+    except Exception:  # noqa: BLE001 - the coordinator's own checks say what is wrong
+        log.debug("warm-up failed", exc_info=True)
+
+
 def _wait_for_plan(index: int) -> str | None:
-    """The plan's path, written on stdin by the coordinator once the study exists; then
-    this process's output goes to its log in the study folder. None: no sweep for us."""
+    """The plan's path, written on stdin by the coordinator once the study exists (after
+    a first line of what to prepare meanwhile); then this process's output goes to its
+    log in the study folder. None: the sweep will not begin."""
+    first = sys.stdin.readline()
+    if not first:
+        return None
+    hint = json.loads(first)
+    if hint:
+        warm_up(hint)
     line = sys.stdin.readline().strip()
     if not line:
         return None
