@@ -14,14 +14,24 @@ from sweeper.search.processes import WorkerPool, worker_envs, worker_threads
 
 def test_threads_split_cores_and_drop_to_one_on_a_busy_machine(monkeypatch):
     monkeypatch.setattr(processes.os, "cpu_count", lambda: 8)
-    monkeypatch.setattr(processes, "_load_average", lambda: 0.0)
+    monkeypatch.setattr(processes, "others_running", lambda: 0.0)
     assert worker_threads(1) == 8
     assert worker_threads(3) == 2
     assert worker_threads(16) == 1
     assert worker_threads(2, requested=3) == 3  # search.threads wins
-    monkeypatch.setattr(processes, "_load_average", lambda: 2.5)  # other work runs here
+    monkeypatch.setattr(processes, "others_running", lambda: 1.0)  # other work runs here
     assert worker_threads(1) == 1
     assert worker_threads(1, requested=4) == 4
+
+
+def test_a_busy_process_is_seen_running():
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        assert processes.others_running() >= 1
+    finally:
+        hog.kill()
+        hog.wait()
 
 
 def test_exported_thread_counts_win(monkeypatch):

@@ -48,12 +48,9 @@ def _gpu_count() -> int:
     return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
 
 
-BUSY_LOAD = 0.5  # a 1-minute load average above this, before the sweep starts: other work runs here
-
-
 def worker_threads(workers: int, requested: int | None = None) -> int:
     """Torch/OpenMP threads per worker: ``requested``, else the machine's cores split
-    evenly, except on a machine already busy with other work, where it is one.
+    evenly, except on a machine busy with other work right now, where it is one.
 
     Measured (``python benchmarks/bench.py threads``): on an idle 2-core machine two
     threads fit the digits CNN 1.2x faster than one, but beside one busy process they
@@ -65,16 +62,29 @@ def worker_threads(workers: int, requested: int | None = None) -> int:
     if requested:
         return requested
     even = max(1, (os.cpu_count() or 1) // workers)
-    if even > 1 and _load_average() > BUSY_LOAD:
+    if even > 1 and others_running() >= 1:
         return 1
     return even
 
 
-def _load_average() -> float:
-    try:
-        return os.getloadavg()[0]
-    except OSError:
-        return 0.0
+def others_running(samples: int = 5, gap_s: float = 0.01) -> float:
+    """How many other tasks are runnable on this machine now (median of a few looks at
+    ``/proc/loadavg``, less this process). Unlike the load average, which stays up for
+    minutes after a previous job, it sees only work that competes now. Elsewhere than
+    Linux: the 1-minute load average."""
+    counts = []
+    for i in range(samples):
+        try:
+            running = int(Path("/proc/loadavg").read_text().split()[3].split("/")[0])
+        except (OSError, ValueError, IndexError):
+            try:
+                return os.getloadavg()[0]
+            except OSError:
+                return 0.0
+        counts.append(running - 1)
+        if i + 1 < samples:
+            time.sleep(gap_s)
+    return float(sorted(counts)[len(counts) // 2])
 
 
 def worker_envs(workers: int, accelerator: str, threads: int) -> list[dict[str, str]]:
