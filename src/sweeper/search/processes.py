@@ -130,8 +130,11 @@ class WorkerPool:
             )  # fmt: skip
             # First line: what the worker may prepare while it waits (see worker.warm_up).
             assert proc.stdin is not None
-            proc.stdin.write((json.dumps(warm_up or {}) + "\n").encode())
-            proc.stdin.flush()
+            try:
+                proc.stdin.write((json.dumps(warm_up or {}) + "\n").encode())
+                proc.stdin.flush()
+            except (BrokenPipeError, OSError):
+                pass  # it has already ended; go() keeps what it printed
             self.procs.append(proc)
         self.started = False
 
