@@ -13,7 +13,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from sweeper import __version__
 from sweeper.errors import SweeperError
@@ -221,9 +221,8 @@ def run_hydra(config_name: str, command: str, task: Callable[[Any], Any], argv: 
 def _train_task(cfg: Any) -> float | None:
     from hydra.core.hydra_config import HydraConfig
 
-    from sweeper.training import run_training
-
     from sweeper.composition import check_shadowing, current_sources
+    from sweeper.training import run_training
 
     check_shadowing(current_sources())
     runtime = HydraConfig.get().runtime
@@ -291,7 +290,6 @@ def cmd_worker(argv: Sequence[str]) -> int:
     plan_file, index = [a for a in args if a != "--no-tracking"]
     # The worker has flushed its MLflow writes and told Optuna every trial.
     _exit_now(worker_main(plan_file, int(index), preload_tracking))
-    return 0  # not reached
 
 
 def _tracking_defaults() -> tuple[str, str]:
@@ -394,7 +392,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
 }
 
 
-def _exit_now(code: int) -> None:
+def _exit_now(code: int) -> NoReturn:
     """End the process once every MLflow write is done, skipping the second or so that
     the interpreter's teardown of torch, Lightning and MLflow takes."""
     tracking = sys.modules.get("sweeper.tracking.mlflow")

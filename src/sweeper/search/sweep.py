@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import yaml
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
-from sweeper.config import composed_form, validate_train_config
 from sweeper.composition import without_searchpath
+from sweeper.config import composed_form, validate_train_config
 from sweeper.errors import ConfigError, SweeperError
 from sweeper.search.plan import SweepPlan
 from sweeper.search.preflight import check_trials
@@ -31,8 +30,13 @@ from sweeper.search.settings import SearchSettings, mask_url, parse_settings
 from sweeper.search.space import SearchSpace, parse_space
 from sweeper.search.storage import default_storage, open_storage
 from sweeper.search.trials import (
-    RUN_ID_ATTR, close_finished_trial_runs, counts, fail_child_run, recover_stale,
+    RUN_ID_ATTR,
+    close_finished_trial_runs,
+    counts,
+    fail_child_run,
+    recover_stale,
 )
+from sweeper.tracking.stores import store_exists
 
 log = logging.getLogger(__name__)
 
@@ -267,16 +271,6 @@ def run_sweep(
         return _run_sweep(cfg, choices, overrides, sources, settings, pool, threads)
     finally:
         pool.close()
-
-
-def store_exists(uri: str) -> bool:
-    """Whether an MLflow store is there already, so opening it creates no schema: an
-    existing SQLite file, or a tracking server."""
-    if uri.startswith(("http://", "https://")):
-        return True
-    if uri.startswith("sqlite:///"):
-        return Path(uri[len("sqlite:///"):]).is_file()
-    return False
 
 
 def _run_sweep(

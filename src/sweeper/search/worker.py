@@ -348,7 +348,10 @@ def warm_up(hint: dict[str, Any]) -> None:
             with open_dict(cfg):
                 cfg.pop("search", None)
                 cfg.pop("hydra", None)
-            preflight(cfg, check_batches=True)
+            # Loading batches runs data code; only sweeper's own read-only loaders do it
+            # here, so a user's prepare_data never runs twice at the same instant.
+            ours = str(cfg.data.get("_target_", "")).startswith("sweeper.data.")
+            preflight(cfg, check_batches=ours)
             check_trainer(cfg)
             if hint.get("tracking_store_exists"):
                 from sweeper.tracking.mlflow import shared_tracker
