@@ -428,6 +428,68 @@ def bench_startup(args: argparse.Namespace) -> None:
             statistics.median(done)]])
 
 
+# ----------------------------------------------------------------------- scale
+
+
+def _tree_rss(pid: int) -> dict[int, int]:
+    """Resident bytes of a process's children (the sweep's workers), by pid."""
+    import psutil
+
+    try:
+        return {c.pid: c.memory_info().rss for c in psutil.Process(pid).children(recursive=True)}
+    except psutil.Error:
+        return {}
+
+
+def bench_scale(args: argparse.Namespace) -> None:
+    """A long study: trials/min per 100-trial window, worker memory over time, `sweeper compare`."""
+    n = args.scale_trials
+    with tempfile.TemporaryDirectory() as tmp:
+        cwd = Path(tmp)
+        name = "scale"
+        cmd = [*SWEEPER, "sweep", "model=mlp", "trainer.max_epochs=1", f"search.n_trials={n}",
+               "search.workers=2", f"search.study_name={name}", "search/pruner=none"]
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        samples: list[tuple[float, dict[int, int]]] = []
+        while proc.poll() is None:
+            samples.append((time.perf_counter() - start, _tree_rss(proc.pid)))
+            time.sleep(2.0)
+        wall = time.perf_counter() - start
+        if proc.returncode != 0:
+            raise RuntimeError(proc.stderr.read()[-2000:])
+        trials = sorted(_study(cwd, name).trials, key=lambda t: t.datetime_complete)
+        t0 = min(t.datetime_start for t in trials)
+        rows = []
+        for lo in range(0, len(trials), 100):
+            window = trials[lo:lo + 100]
+            begin = trials[lo - 1].datetime_complete if lo else t0
+            minutes = (window[-1].datetime_complete - begin).total_seconds() / 60
+            rows.append([f"{lo + 1}-{lo + len(window)}", len(window) / minutes,
+                         statistics.median((t.datetime_complete - t.datetime_start).total_seconds()
+                                           for t in window)])
+        table(f"Scale: {n}-trial study of the 1-epoch MLP, 2 workers, TPE, MLflow on SQLite "
+              f"(wall {wall:.0f} s)", ["trials", "trials/min", "median trial s"], rows)
+        # worker memory: the largest worker's resident size over the run, by fifths
+        mem_rows = []
+        steady = [(t, max(r.values())) for t, r in samples if len(r) >= 2]
+        for i in range(5):
+            part = steady[i * len(steady) // 5:(i + 1) * len(steady) // 5]
+            if part:
+                mem_rows.append([f"{part[0][0]:.0f}-{part[-1][0]:.0f} s",
+                                 max(m for _, m in part) / 2**20])
+        table("Scale: largest process of the sweep, resident MiB, by fifth of the run",
+              ["elapsed", "MiB"], mem_rows)
+        compare = []
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            subprocess.run([*ENTRY_POINT, "compare", name], cwd=cwd, capture_output=True, check=True)
+            compare.append(time.perf_counter() - t)
+        table(f"Scale: `sweeper compare {name}` on {len(trials)} trials (median of {args.repeats})",
+              ["what", "seconds"], [["sweeper compare", statistics.median(compare)]])
+
+
 # ----------------------------------------------------------------------- threads
 
 _FIT = """
@@ -486,13 +548,14 @@ def bench_threads(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("which", nargs="*", default=["startup", "overhead", "workers", "pruning"],
-                        choices=["startup", "overhead", "workers", "pruning", "threads"])
+                        choices=["startup", "overhead", "workers", "pruning", "threads", "scale"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=5, help="epochs per overhead run")
     parser.add_argument("--seeds", type=int, default=5, help="seeds per pruner (pruning payoff)")
     parser.add_argument("--trials", type=int, default=40, help="trials per pruning sweep")
     parser.add_argument("--prune-epochs", type=int, default=10)
     parser.add_argument("--worker-trials", type=int, default=24)
+    parser.add_argument("--scale-trials", type=int, default=1000)
     args = parser.parse_args()
     print(f"machine: {machine()}")
     for which in args.which:

@@ -35,6 +35,23 @@ def test_compare_formats_agree(recorded):
     assert "| trial | state | val/acc |" in markdown and markdown.count("| COMPLETE |") == 3
 
 
+def test_compare_reads_optuna_and_mlflow_alike(recorded):
+    """The same study read from its Optuna journal (the default when it is local) and from
+    MLflow: the same trials, states, values, epochs and parameters."""
+    from_optuna = json.loads(cli(recorded, "compare", "alpha", "--format", "json").stdout)
+    from_mlflow = json.loads(cli(recorded, "compare", "alpha", "--format", "json",
+                                 "--experiment", "sweeper").stdout)
+    assert len(from_optuna) == 3
+    for a, b in zip(from_optuna, from_mlflow, strict=True):
+        assert {k: v for k, v in a.items() if k != "duration_s"} == {k: v for k, v in b.items() if k != "duration_s"}
+        assert 0 < a["duration_s"] <= b["duration_s"] + 1.0
+    storage = f"journal:///{(recorded / 'outputs' / 'sweeps' / 'alpha' / 'optuna.journal').resolve()}"
+    by_url = json.loads(cli(recorded, "compare", "--storage", storage, "--format", "json").stdout)
+    assert by_url == from_optuna
+    head = cli(recorded, "compare", "alpha").stdout.splitlines()[0]
+    assert head.startswith("study 'alpha' (finished): 3 trials, 3 complete")
+
+
 def test_compare_two_studies_side_by_side(recorded):
     out = cli(recorded, "compare", "alpha", "beta", "--format", "json")
     assert out.returncode == 0, out.stderr

@@ -307,27 +307,45 @@ def _tracking_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--experiment", default=experiment, help=f"MLflow experiment (default {experiment})")
 
 
+def _study_record(name: str | None, args: argparse.Namespace, mlflow_asked: bool) -> Any:
+    """A study's record: from its Optuna storage when there is one to read (no MLflow
+    import needed), else from MLflow."""
+    from sweeper.search.records import load_record, local_journal
+    from sweeper.search.storage import JOURNAL_PREFIX
+
+    if args.storage:
+        return load_record(args.storage, name)
+    journal = None if mlflow_asked else local_journal(name)
+    if journal is not None:
+        return load_record(f"{JOURNAL_PREFIX}{journal.resolve()}", journal.parent.name)
+    from sweeper.tracking.studies import StudyReader
+
+    return StudyReader(args.tracking_uri, args.experiment).study(name)
+
+
 def cmd_compare(argv: Sequence[str]) -> int:
     from sweeper.reports.compare import FORMATS
 
     parser = argparse.ArgumentParser(
         prog="sweeper compare",
         description="Compare recorded sweeps: the trials of one study (default: the latest), "
-        "or two studies side by side. Works while a study is still running.",
+        "or two studies side by side. Works while a study is still running. Reads the study's "
+        "Optuna journal under ./outputs/sweeps (or --storage) when there is one, else MLflow.",
     )
     parser.add_argument("studies", nargs="*", metavar="STUDY", help="study names (at most two)")
     parser.add_argument("--format", choices=FORMATS, default="table", help="output format")
     parser.add_argument("--limit", type=int, default=None, help="show at most N trials")
+    parser.add_argument("--storage", default=None,
+                        help="the studies' Optuna storage URL (as search.storage); default: the "
+                        "journal under ./outputs/sweeps, else the MLflow record")
     _tracking_args(parser)
     args = parser.parse_args(argv)
     if len(args.studies) > 2:
         return _fail(f"compare takes at most two studies, got {len(args.studies)}")
     from sweeper.reports.compare import side_by_side, trials_report
-    from sweeper.tracking.studies import StudyReader
 
-    reader = StudyReader(args.tracking_uri, args.experiment)
-    names = args.studies or [None]
-    studies = [reader.study(name) for name in names]
+    mlflow_asked = any(a.startswith(("--tracking-uri", "--experiment")) for a in argv)
+    studies = [_study_record(name, args, mlflow_asked) for name in (args.studies or [None])]
     for study in studies:
         if not study.trials:
             return _fail(f"study '{study.name}' has no trials yet; start them with `sweeper sweep`")

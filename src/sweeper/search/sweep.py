@@ -24,6 +24,7 @@ from sweeper.config import composed_form, validate_train_config
 from sweeper.errors import ConfigError, SweeperError
 from sweeper.search.plan import SweepPlan
 from sweeper.search.preflight import check_trials
+from sweeper.search.records import METRICS_ATTR, PARENT_ATTR, SPACE_ATTR, TARGET_ATTR
 from sweeper.search.processes import WorkerPool, worker_envs, worker_threads
 from sweeper.search.report import Progress, table, trials_table
 from sweeper.search.settings import SearchSettings, mask_url, parse_settings
@@ -40,7 +41,6 @@ from sweeper.tracking.stores import store_exists
 
 log = logging.getLogger(__name__)
 
-SPACE_ATTR, METRICS_ATTR, PARENT_ATTR = "sweeper.space", "sweeper.metrics", "sweeper.parent_run_id"
 CV_ATTR = "sweeper.cv_folds"
 EXIT_INTERRUPTED, EXIT_FAILURES, EXIT_CONFIG = 130, 3, 4
 
@@ -325,6 +325,7 @@ def _run_sweep(
         _say(f"marked {len(recovered)} abandoned trial(s) FAILED: {', '.join(f'#{n}' for n in recovered)}"
              + (" (their parameters are queued again)" if settings.retries else ""))
     parent = parent_run(tracker, study, settings, storage_url, space) if tracker else None
+    study.set_user_attr(TARGET_ATTR, n_trials)
     if tracker is not None and parent:
         tracker.set_tags(parent, {"n_trials": n_trials, "outcome": "running"})
 

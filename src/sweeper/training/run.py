@@ -133,7 +133,8 @@ def run_training(
 
     tracker = run_id = None
     if track and cfg.tracking.enabled and _is_rank_zero():
-        from sweeper.tracking.mlflow import MlflowLogger, process_git_commit, shared_tracker
+        from sweeper.tracking.mlflow import process_git_commit, shared_tracker
+        from sweeper.training.logger import MlflowLogger
         from sweeper.tracking.params import flatten
 
         tracker = shared_tracker(cfg.tracking.uri, cfg.tracking.experiment)
