@@ -110,3 +110,17 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One PostgreSQL server on 127.0.0.1 for the whole session (see tests/postgres.py)."""
+    from tests import postgres
+
+    if not postgres.available():
+        if os.environ.get("SWEEPER_REQUIRE_POSTGRES") == "1":
+            pytest.fail("PostgreSQL binaries (initdb, pg_ctl) not found; apt-get install postgresql")
+        pytest.skip("PostgreSQL not installed (apt-get install postgresql)")
+    server = postgres.PostgresServer()
+    yield server
+    server.stop()

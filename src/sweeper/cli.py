@@ -211,8 +211,10 @@ def run_hydra(config_name: str, command: str, task: Callable[[Any], Any], argv: 
     except yaml.YAMLError as exc:
         return _fail(yaml_error(exc))
     except KeyboardInterrupt:
-        print("sweeper: interrupted", file=sys.stderr)
-        return 130
+        from sweeper import signals
+
+        print(f"sweeper: {signals.interrupt_reason()}", file=sys.stderr)
+        return signals.exit_code()
     finally:
         sys.argv = saved_argv
     return 0
@@ -276,6 +278,9 @@ _GROUP_ALIAS = re.compile(r"^search\.(sampler|pruner|params)=([A-Za-z0-9_-]+)$")
 
 
 def cmd_sweep(argv: Sequence[str]) -> int:
+    from sweeper import signals
+
+    signals.install()  # SIGTERM from a scheduler ends the sweep as Ctrl-C does (exit 143)
     # `search.sampler=random` reads naturally but names a config group (search/sampler).
     argv = [_GROUP_ALIAS.sub(r"search/\1=\2", arg) for arg in argv]
     return run_hydra("sweep", "sweep", _sweep_task, argv)
@@ -288,8 +293,14 @@ def cmd_worker(argv: Sequence[str]) -> int:
     args = list(argv)
     preload_tracking = "--no-tracking" not in args
     plan_file, index = [a for a in args if a != "--no-tracking"]
+    from sweeper import signals
+
+    try:
+        code = worker_main(plan_file, int(index), preload_tracking)
+    except KeyboardInterrupt:  # before its first trial: nothing of the study to mark
+        code = signals.exit_code()
     # The worker has flushed its MLflow writes and told Optuna every trial.
-    _exit_now(worker_main(plan_file, int(index), preload_tracking))
+    _exit_now(code)
 
 
 def _tracking_defaults() -> tuple[str, str]:

@@ -5,6 +5,7 @@ Problems name the override key to fix, and all of them are reported at once.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -97,12 +98,32 @@ def validate_train_config(cfg: DictConfig) -> None:
 
 
 def resolved(cfg: DictConfig) -> dict[str, Any]:
-    """The config as plain data with every interpolation resolved (Hydra's own node dropped)."""
+    """The config as plain data with every interpolation resolved (Hydra's own node
+    dropped), fit to write or log: no password of any URL in it (see :func:`redacted`)."""
     data = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     if not isinstance(data, dict):
         raise ConfigError(f"the config must be a mapping, got {type(data).__name__}")
     data.pop("hydra", None)
-    return data
+    return redacted(data)
+
+
+_PASSWORD = re.compile(r"(://[^:/@\s]+):[^@/\s]*@")
+
+
+def without_password(text: str) -> str:
+    """``scheme://user:password@host/db`` as ``scheme://user@host/db``: what a file may
+    hold. The driver then reads the password from the environment (``PGPASSWORD``) or a
+    password file (``~/.pgpass``), as it does for a URL written without one."""
+    return _PASSWORD.sub(r"\1@", text)
+
+
+def redacted(tree: Any) -> Any:
+    """``tree`` with :func:`without_password` applied to every string in it."""
+    if isinstance(tree, dict):
+        return {k: redacted(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [redacted(v) for v in tree]
+    return without_password(tree) if isinstance(tree, str) else tree
 
 
 def composed_form(cfg: DictConfig) -> dict[str, Any]:

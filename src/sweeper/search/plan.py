@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sweeper.search.settings import SearchSettings
-
 
 STATIC_METRICS = ("model/num_parameters",)
 
@@ -39,7 +39,12 @@ class SweepPlan:
         return SearchSettings(**data)
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self), indent=2))
+        """Written for this user only (it holds config values), replacing any older plan."""
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(asdict(self), indent=2))
+        os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: str | Path) -> SweepPlan:

@@ -10,7 +10,6 @@ searched range and every searched choice tried on the pieces they configure.
 
 from __future__ import annotations
 
-import itertools
 import json
 from collections.abc import Iterator
 from typing import Any

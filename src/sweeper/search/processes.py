@@ -28,9 +28,10 @@ POLL_S = 0.05  # how often it looks for ended workers
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    """Linux: a worker gets SIGKILL when the coordinator dies, even by ``kill -9``."""
+    """Linux: a worker gets SIGTERM when the coordinator dies, even by ``kill -9``; it then
+    marks its trial and ends (see :mod:`sweeper.signals`)."""
     try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except OSError:
         pass
 
@@ -138,10 +139,13 @@ class WorkerPool:
             self.procs.append(proc)
         self.started = False
 
-    def go(self, plan_file: Path, study_dir: Path) -> None:
+    def go(self, plan_file: Path, study_dir: Path, storage_url: str, overrides: list[str]) -> None:
         """Hand every worker the plan: its trials begin. A worker that already ended
-        (it could not import its libraries) leaves what it printed in its study log."""
-        line = f"{plan_file}\n".encode()
+        (it could not import its libraries) leaves what it printed in its study log.
+
+        The storage URL and the overrides travel here, through the pipe, as well as in
+        the plan file without passwords: no file sweeper writes holds one."""
+        line = (json.dumps({"plan": str(plan_file), "storage": storage_url, "overrides": overrides}) + "\n").encode()
         for index, proc in enumerate(self.procs):
             if proc.poll() is not None:
                 with open(study_dir / f"worker_{index}.log", "a") as log:
@@ -185,9 +189,12 @@ class WorkerPool:
         return [p.returncode for p in self.procs], interrupted
 
     def interrupt(self, grace_s: float = 120.0) -> None:
+        from sweeper.signals import terminated
+
+        sig = signal.SIGTERM if terminated() else signal.SIGINT
         for p in self.procs:
             if p.poll() is None:
-                p.send_signal(signal.SIGINT)
+                p.send_signal(sig)
         deadline = time.time() + grace_s
         for p in self.procs:
             try:

@@ -9,6 +9,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from sweeper.errors import ConfigError
+from sweeper.tracking.stores import mask_url  # noqa: F401 - part of this module's interface
 
 DIRECTIONS = ("maximize", "minimize")
 
@@ -28,6 +29,7 @@ class SearchSettings:
     seed: int | None = 0
     max_failure_rate: float = 0.5
     retries: int = 1
+    heartbeat_timeout: float = 60.0
     force: bool = False
     register_model: bool = True
     cv_folds: int = 1
@@ -79,7 +81,7 @@ def parse_settings(
     known = {
         "n_trials", "timeout", "metric", "direction", "study_name", "storage", "workers", "seed",
         "max_failure_rate", "retries", "force", "register_model", "params", "sampler", "pruner",
-        "cv", "threads",
+        "cv", "threads", "heartbeat_timeout",
     }  # fmt: skip
     for key in sorted(set(raw) - known):
         problems.append(f"search.{key}: unknown key; known keys are {', '.join(sorted(known))}")
@@ -103,6 +105,11 @@ def parse_settings(
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
         problems.append(f"search.timeout must be a number of seconds > 0 or null, got {timeout!r}")
         timeout = None
+    beat = raw.get("heartbeat_timeout", 60.0)
+    if isinstance(beat, bool) or not isinstance(beat, (int, float)) or beat < 5:
+        problems.append(f"search.heartbeat_timeout must be a number of seconds >= 5, got {beat!r}; "
+                        "e.g. search.heartbeat_timeout=60")
+        beat = 60.0
     seed = raw.get("seed")
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
         problems.append(f"search.seed must be an integer or null, got {seed!r}")
@@ -168,6 +175,7 @@ def parse_settings(
         seed=seed,
         max_failure_rate=float(rate),
         retries=retries,
+        heartbeat_timeout=float(beat),
         force=raw["force"],
         register_model=raw["register_model"],
         cv_folds=folds,
@@ -175,10 +183,3 @@ def parse_settings(
         pruner_name=choices.get("search/pruner", "custom"),
         params=params,
     )
-
-
-def mask_url(url: str | None) -> str | None:
-    """Hide the password of ``scheme://user:password@host/...``."""
-    if url is None:
-        return None
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)

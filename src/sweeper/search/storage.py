@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 from sweeper.errors import ConfigError
-from sweeper.search.settings import mask_url
+from sweeper.tracking.stores import POSTGRES_EXTRA, driver_url, held, mask_url, retry_schema_race
 
 JOURNAL_PREFIX = "journal:///"
 
 
 def default_storage(study_dir: Path) -> str:
     return f"{JOURNAL_PREFIX}{(study_dir / 'optuna.journal').resolve()}"
+
+
+def study_lock(url: str, study_name: str) -> Any:
+    """The study's lock, shared by every process on every machine of the study: "count,
+    then ask", failing an abandoned trial, creating the parent run and registering the
+    model each happen once. Kept by the database server for SQL storages, by a file
+    beside the journal or SQLite file otherwise."""
+    return held(url, f"sweeper.study.{study_name}")
 
 
 def open_storage(url: str) -> Any:
@@ -31,25 +40,70 @@ def open_storage(url: str) -> Any:
             raise ConfigError(f"search.storage: folder {path.parent} does not exist; create it or fix the path")
         from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
-        backend = JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
+        lock = JournalFileOpenLock(str(path))
+        lock.acquire()  # the lock every append holds: a record being written is not partial
+        try:
+            repair_journal(path)
+        finally:
+            lock.release()
+        backend = JournalFileBackend(str(path), lock_obj=lock)
         return optuna.storages.JournalStorage(backend)
     if "://" not in url:
         raise ConfigError(
             f"search.storage: {url!r} is not a storage URL; use e.g. "
             "postgresql://user:password@host/db, sqlite:///optuna.db or a .journal file path"
         )
+    real = driver_url(url, "search.storage")
+
+    def create() -> Any:
+        # Several machines may start on an empty database at once: one creates the schema.
+        with held(real, "sweeper.optuna-schema"):
+            return optuna.storages.RDBStorage(
+                real, engine_kwargs={"pool_pre_ping": True}, skip_compatibility_check=False
+            )
+
     try:
-        return optuna.storages.RDBStorage(
-            url, engine_kwargs={"pool_pre_ping": True}, skip_compatibility_check=False
-        )
+        return retry_schema_race(create)
     except ImportError as exc:
         raise ConfigError(
             f"search.storage: the database driver for {mask_url(url)} is not installed "
-            f"({exc}); e.g. pip install psycopg2-binary for PostgreSQL"
+            f"({exc}); for PostgreSQL: {POSTGRES_EXTRA}"
         ) from None
+    except ConfigError:
+        raise
     except Exception as exc:  # SQLAlchemy raises many kinds for a bad URL or server
         first = " ".join(str(exc).split())[:240]
         raise ConfigError(
             f"search.storage: cannot open {mask_url(url)}: {first}; check the URL and that the "
             "server is up, or leave search.storage unset for the embedded journal file"
         ) from None
+
+
+def repair_journal(path: Path) -> bool:
+    """Drop a partial last record (a process killed mid-write) before anything is appended
+    after it; otherwise the next record would join it and the study would be unreadable."""
+    if not path.is_file():
+        return False
+    with open(path, "rb+") as f:
+        size = f.seek(0, 2)
+        if size == 0:
+            return False
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return False
+        # find the end of the last whole record
+        end, chunk = size, 1 << 16
+        keep = 0
+        while end > 0:
+            start = max(0, end - chunk)
+            f.seek(start)
+            block = f.read(end - start)
+            at = block.rfind(b"\n")
+            if at >= 0:
+                keep = start + at + 1
+                break
+            end = start
+        f.truncate(keep)
+    print(f"sweeper: warning: {path} ended in a partial record ({size - keep} bytes, written by a "
+          "process that was killed); dropped it", file=sys.stderr, flush=True)
+    return True

@@ -20,16 +20,16 @@ import yaml
 from omegaconf import DictConfig, open_dict
 
 from sweeper.composition import without_searchpath
-from sweeper.config import composed_form, validate_train_config
+from sweeper.config import composed_form, redacted, validate_train_config, without_password
 from sweeper.errors import ConfigError, SweeperError
 from sweeper.search.plan import SweepPlan
 from sweeper.search.preflight import check_trials
-from sweeper.search.records import METRICS_ATTR, PARENT_ATTR, SPACE_ATTR, TARGET_ATTR
 from sweeper.search.processes import WorkerPool, worker_envs, worker_threads
+from sweeper.search.records import METRICS_ATTR, PARENT_ATTR, SPACE_ATTR, TARGET_ATTR
 from sweeper.search.report import Progress, table, trials_table
 from sweeper.search.settings import SearchSettings, mask_url, parse_settings
 from sweeper.search.space import SearchSpace, parse_space
-from sweeper.search.storage import default_storage, open_storage
+from sweeper.search.storage import default_storage, open_storage, study_lock
 from sweeper.search.trials import (
     RUN_ID_ATTR,
     close_finished_trial_runs,
@@ -37,12 +37,13 @@ from sweeper.search.trials import (
     fail_child_run,
     recover_stale,
 )
+from sweeper.signals import EXIT_CTRL_C, EXIT_SIGTERM, interrupt_reason, terminated
 from sweeper.tracking.stores import store_exists
 
 log = logging.getLogger(__name__)
 
 CV_ATTR = "sweeper.cv_folds"
-EXIT_INTERRUPTED, EXIT_FAILURES, EXIT_CONFIG = 130, 3, 4
+EXIT_FAILURES, EXIT_CONFIG = 3, 4
 
 
 def _say(message: str) -> None:
@@ -210,7 +211,16 @@ def finish(study: Any, plan: SweepPlan, tracker: Any, space: SearchSpace, outcom
             _say("test split: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(test.items()) if k != "test/loss"))
             summary_metrics.update(test)
             child = top.user_attrs.get(RUN_ID_ATTR)
-            if tracker is not None and child:
+            if tracker is not None and child and not _run_exists(tracker, child):
+                _say(f"the best trial's MLflow run {child} is not in {tracker.uri} (deleted, or another "
+                     "store): its test metrics are not logged and no model is registered")
+                child = None
+            registered = _registered_version(tracker, settings.study_name, child) if child else None
+            if registered:
+                _say(f"model '{settings.study_name}' version {registered} is this best trial's already: "
+                     "nothing registered again")
+                summary_tags["registered_model"] = f"{settings.study_name}/{registered}"
+            elif tracker is not None and child:
                 tracker.log_metrics(child, test)
                 tracker.log_artifact(child, checkpoint, "checkpoints")
                 tracker.log_artifacts(child, study_dir / "evaluation", "evaluation")
@@ -235,6 +245,28 @@ def finish(study: Any, plan: SweepPlan, tracker: Any, space: SearchSpace, outcom
         tracker.set_tags(plan.parent_run_id, summary_tags)  # one write with the metrics
         if (study_dir / "best_config.yaml").is_file():
             tracker.log_artifact(plan.parent_run_id, study_dir / "best_config.yaml")
+
+
+def _run_exists(tracker: Any, run_id: str) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return tracker.client.get_run(run_id).info.lifecycle_stage == "active"
+    except MlflowException:
+        return False
+
+
+def _registered_version(tracker: Any, name: str, run_id: str) -> str | None:
+    """The version of model ``name`` already registered from ``run_id``, if any."""
+    if tracker is None:
+        return None
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = tracker.client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    except MlflowException:
+        return None
+    return str(max(int(v.version) for v in found)) if found else None
 
 
 # --------------------------------------------------------------------------- main
@@ -315,16 +347,18 @@ def _run_sweep(
     def mark_child(trial: Any, reason: str) -> None:
         fail_child_run(tracker, trial, reason)
 
-    from filelock import FileLock
-
-    with FileLock(str(study_dir / "ask.lock")):
-        recovered = recover_stale(study, storage, settings.retries, mark_child)
+    with study_lock(storage_url, settings.study_name):
+        recovered = recover_stale(study, storage, settings.retries, mark_child, settings.heartbeat_timeout)
     if tracker is not None:
         close_finished_trial_runs(tracker, study)
     if recovered:
         _say(f"marked {len(recovered)} abandoned trial(s) FAILED: {', '.join(f'#{n}' for n in recovered)}"
              + (" (their parameters are queued again)" if settings.retries else ""))
-    parent = parent_run(tracker, study, settings, storage_url, space) if tracker else None
+    parent = None
+    if tracker is not None:
+        # one parent run per study, however many machines start at once
+        with study_lock(storage_url, settings.study_name):
+            parent = parent_run(tracker, study, settings, storage_url, space)
     study.set_user_attr(TARGET_ATTR, n_trials)
     if tracker is not None and parent:
         tracker.set_tags(parent, {"n_trials": n_trials, "outcome": "running"})
@@ -333,20 +367,21 @@ def _run_sweep(
     if done_before:
         _say(f"resuming study '{settings.study_name}': {done_before} of {n_trials} trials already finished")
     started = time.time()
-    plan = SweepPlan(
+    worker_overrides = without_searchpath(overrides)
+    plan = SweepPlan(  # without passwords: workers get them by pipe (WorkerPool.go)
         study_name=settings.study_name,
-        storage=storage_url,
+        storage=without_password(storage_url),
         study_dir=str(study_dir),
-        overrides=without_searchpath(overrides),
+        overrides=redacted(worker_overrides),
         choices={k: v for k, v in choices.items() if not k.startswith(("search/", "experiment"))},
-        settings={**asdict(settings), "n_trials": n_trials},
+        settings=redacted({**asdict(settings), "n_trials": n_trials}),
         parent_run_id=parent,
         tracking_enabled=bool(cfg.tracking.enabled),
         started_at=started - 1.0,
         deadline=started + settings.timeout if settings.timeout else None,
         threads=threads,
         config_sources=sources,
-        base_config=composed_form(base),
+        base_config=redacted(composed_form(base)),
     )
     plan_file = study_dir / "plan.json"
     plan.save(plan_file)
@@ -357,16 +392,16 @@ def _run_sweep(
     if done_before >= n_trials:
         codes, interrupted = [0], False  # nothing left to run: report the finished study
     else:
-        pool.go(plan_file, study_dir)
+        pool.go(plan_file, study_dir, storage_url, worker_overrides)
         codes, interrupted = pool.wait(lambda: progress.update(study))
         progress.update(study)
         progress.close()
 
-    with FileLock(str(study_dir / "ask.lock")):
-        recover_stale(study, storage, settings.retries, mark_child)
+    with study_lock(storage_url, settings.study_name):
+        recover_stale(study, storage, settings.retries, mark_child, settings.heartbeat_timeout)
     if tracker is not None:
         close_finished_trial_runs(tracker, study)
-    if interrupted or any(code == EXIT_INTERRUPTED for code in codes):
+    if interrupted or any(code in (EXIT_CTRL_C, EXIT_SIGTERM) for code in codes):
         outcome = "interrupted"
     elif any(code == EXIT_CONFIG for code in codes):
         outcome = "config mismatch"
@@ -379,15 +414,17 @@ def _run_sweep(
     else:
         outcome = "complete"
     try:
-        finish(study, plan, tracker, space, outcome)
+        # one machine at a time: the best model is tested and registered once per study
+        with study_lock(storage_url, settings.study_name):
+            finish(study, plan, tracker, space, outcome)
     finally:
         if tracker is not None and parent:
             status = {"complete": "FINISHED", "timeout": "FINISHED", "interrupted": "KILLED"}.get(outcome, "FAILED")
             tracker.set_tags(parent, {"outcome": outcome})
             tracker.end_run(parent, status)  # after the parent's queued writes
     if outcome == "interrupted":
-        _say(f"interrupted; run the same command to resume study '{settings.study_name}'")
-        return EXIT_INTERRUPTED
+        _say(f"{interrupt_reason()}; run the same command to resume study '{settings.study_name}'")
+        return 143 if terminated() or EXIT_SIGTERM in codes else EXIT_CTRL_C
     if outcome == "too many failures":
         reasons = [t.user_attrs.get("sweeper.failure") for t in study.get_trials(deepcopy=False)
                    if t.state.name == "FAIL" and t.user_attrs.get("sweeper.failure_kind") == "error"]

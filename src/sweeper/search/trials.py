@@ -9,7 +9,7 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
-from sweeper.search.liveness import HEARTBEAT_ATTR, WORKER_ATTR, is_alive
+from sweeper.search.liveness import DEFAULT_TIMEOUT_S, HEARTBEAT_ATTR, WORKER_ATTR, is_alive
 
 FAILURE_ATTR = "sweeper.failure"  # one-line reason
 FAILURE_KIND_ATTR = "sweeper.failure_kind"  # error | abandoned | interrupted | diverged
@@ -24,20 +24,29 @@ def counts(trials: list[FrozenTrial]) -> Counter[str]:
     return c
 
 
-def is_stale(trial: FrozenTrial, now: float | None = None) -> bool:
+def is_stale(trial: FrozenTrial, now: float | None = None, timeout: float = DEFAULT_TIMEOUT_S) -> bool:
     now = time.time() if now is None else now
     worker = trial.user_attrs.get(WORKER_ATTR)
     if worker is None:  # asked but never claimed: the asking process died at once
         started = trial.datetime_start.timestamp() if trial.datetime_start else now
-        return now - started > 60
-    return not is_alive(worker, trial.user_attrs.get(HEARTBEAT_ATTR), now)
+        return now - started > timeout
+    return not is_alive(worker, trial.user_attrs.get(HEARTBEAT_ATTR), now, timeout)
 
 
-def fail_trial(storage: Any, study_id: int, trial: FrozenTrial, reason: str, kind: str) -> None:
+def fail_trial(storage: Any, study_id: int, trial: FrozenTrial, reason: str, kind: str) -> bool:
+    """Fail a RUNNING trial; False when it finished meanwhile (its worker, or another
+    machine recovering it, got there first)."""
+    from optuna.exceptions import UpdateFinishedTrialError
+
     trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
-    storage.set_trial_user_attr(trial_id, FAILURE_ATTR, reason)
-    storage.set_trial_user_attr(trial_id, FAILURE_KIND_ATTR, kind)
-    storage.set_trial_state_values(trial_id, TrialState.FAIL)
+    if storage.get_trial(trial_id).state != TrialState.RUNNING:
+        return False
+    try:
+        storage.set_trial_user_attr(trial_id, FAILURE_ATTR, reason)
+        storage.set_trial_user_attr(trial_id, FAILURE_KIND_ATTR, kind)
+        return bool(storage.set_trial_state_values(trial_id, TrialState.FAIL))
+    except UpdateFinishedTrialError:
+        return False
 
 
 def maybe_retry(study: Any, trial: FrozenTrial, retries: int) -> bool:
@@ -58,15 +67,19 @@ def recover_stale(
     storage: Any,
     retries: int,
     on_failed: Callable[[FrozenTrial, str], None] | None = None,
+    timeout: float = DEFAULT_TIMEOUT_S,
 ) -> list[int]:
-    """Fail RUNNING trials whose worker is gone, queue their retries; return their numbers."""
+    """Fail RUNNING trials whose worker is gone, queue their retries; return their numbers.
+
+    Callers hold the study's lock, so two processes never recover the same trial twice."""
     study_id = storage.get_study_id_from_name(study.study_name)
     recovered = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if not is_stale(trial):
+        if not is_stale(trial, timeout=timeout):
             continue
         reason = "abandoned: its worker stopped (killed or crashed) while training"
-        fail_trial(storage, study_id, trial, reason, "abandoned")
+        if not fail_trial(storage, study_id, trial, reason, "abandoned"):
+            continue
         if on_failed is not None:
             on_failed(trial, reason)
         maybe_retry(study, trial, retries)
@@ -92,19 +105,20 @@ def close_finished_trial_runs(tracker: Any, study: Any) -> list[str]:
     """End the MLflow runs still RUNNING whose Optuna trial has finished.
 
     A worker ends a trial's run in the background once the trial is told; a worker that
-    is killed right after (SIGKILL, out of memory) leaves that run RUNNING. Runs of
-    trials that are still RUNNING in Optuna are left alone (another machine may be
-    training them). Returns the ids of the runs it ended.
+    is killed right after (SIGKILL, out of memory) leaves that run RUNNING. One killed
+    between creating the run and recording its id in Optuna leaves a run that only its
+    tags (study, trial number) point to: it is found by them. Runs of trials still
+    RUNNING in Optuna are left alone (another machine may be training them). Returns
+    the ids of the runs it ended.
     """
-    finished = {
-        t.user_attrs[RUN_ID_ATTR]: t for t in study.get_trials(deepcopy=False)
-        if t.user_attrs.get(RUN_ID_ATTR) and t.state.name != "RUNNING"
-    }
-    if not finished:
-        return []
+    trials = study.get_trials(deepcopy=False)
+    by_number = {t.number: t for t in trials}
     try:
         running = tracker.client.search_runs(
-            [tracker.experiment_id], "attributes.status = 'RUNNING'", max_results=5000
+            [tracker.experiment_id],
+            f"attributes.status = 'RUNNING' and tags.study = '{study.study_name}' "
+            "and tags.`sweeper.role` = 'trial'",
+            max_results=5000,
         )
     except Exception as exc:  # the store may be unreachable; the sweep's results stand
         import logging
@@ -113,16 +127,26 @@ def close_finished_trial_runs(tracker: Any, study: Any) -> list[str]:
         return []
     closed = []
     for run in running:
-        trial = finished.get(run.info.run_id)
-        if trial is None:
+        try:
+            trial = by_number.get(int(run.data.tags.get("trial_number", -1)))
+        except ValueError:
+            continue
+        if trial is None or trial.state.name in ("RUNNING", "WAITING"):
             continue
         state = trial.state.name
-        tags = {"state": state, "epochs": trial.user_attrs.get("epochs")}
-        if state == "FAIL":
-            tags["state"] = "FAILED"
-            tags["failure_reason"] = trial.user_attrs.get(FAILURE_ATTR, "worker ended before the run did")
+        if trial.user_attrs.get(RUN_ID_ATTR) != run.info.run_id:
+            # created by a worker that died before Optuna heard of the run
+            tags = {"state": "FAILED", "failure_reason": "its worker stopped before the trial recorded this run"}
+            status = "KILLED"
+        elif state == "FAIL":
+            tags = {"state": "FAILED",
+                    "failure_reason": trial.user_attrs.get(FAILURE_ATTR, "worker ended before the run did")}
+            status = "FAILED"
+        else:
+            tags = {"state": state, "epochs": trial.user_attrs.get("epochs")}
+            status = "FINISHED"
         tracker.set_tags(run.info.run_id, tags)
-        tracker.end_run(run.info.run_id, "FAILED" if state == "FAIL" else "FINISHED", wait=False)
+        tracker.end_run(run.info.run_id, status, wait=False)
         closed.append(run.info.run_id)
     if closed:
         tracker.flush()

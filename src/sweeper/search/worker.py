@@ -12,7 +12,6 @@ import json
 import logging
 import math
 import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sweeper.errors import ConfigError, DivergedError, SweeperError
-from sweeper.search.liveness import HEARTBEAT_ATTR, WORKER_ATTR, worker_id
+from sweeper.search.liveness import HEARTBEAT_ATTR, WORKER_ATTR, Heartbeat, worker_id
 from sweeper.search.plan import SweepPlan
 from sweeper.search.space import SearchSpace, parse_space, split_overrides
 from sweeper.search.trials import (
@@ -34,6 +33,7 @@ from sweeper.search.trials import (
     maybe_retry,
     recover_stale,
 )
+from sweeper.signals import exit_code, interrupt_reason
 
 log = logging.getLogger(__name__)
 
@@ -101,17 +101,17 @@ def objective_values(result: Any, settings: Any) -> list[float]:
 class Worker:
     def __init__(self, plan: SweepPlan, index: int) -> None:
         import optuna
-        from filelock import FileLock
 
-        from sweeper.search.storage import open_storage
+        from sweeper.search.storage import open_storage, study_lock
 
         self.plan = plan
         self.index = index
         self.settings = plan.search
         self.space: SearchSpace = parse_space(self.settings.params)
-        self.storage = open_storage(plan.storage)
+        self.storage_url = plan.storage
+        self.storage = open_storage(self.storage_url)
         self.study_dir = Path(plan.study_dir)
-        self.lock = FileLock(str(self.study_dir / "ask.lock"))
+        self.lock = lambda: study_lock(self.storage_url, plan.study_name)
         base = compose_sweep(plan.overrides)
         sampler = self._sampler(base)
         pruner = _instantiate(base.search.pruner) if not self.settings.multi_objective else None
@@ -145,8 +145,9 @@ class Worker:
 
     def _claim(self) -> tuple[Any, dict[str, Any]] | str:
         """Ask for the next trial, or say why not: done, timeout, failures, wait."""
-        with self.lock:
-            recover_stale(self.study, self.storage, self.settings.retries, self._mark_child_failed)
+        with self.lock():
+            recover_stale(self.study, self.storage, self.settings.retries, self._mark_child_failed,
+                          self.settings.heartbeat_timeout)
             trials = self.study.get_trials(deepcopy=False)
             c = counts(trials)
             if c["DONE"] >= self.settings.n_trials:
@@ -226,39 +227,42 @@ class Worker:
             trial.set_user_attr(RUN_ID_ATTR, run_id)
 
         trial_dir = self.study_dir / f"trial_{trial.number:04d}"
+        trial_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
+        beat = Heartbeat(self.storage, trial_id, settings.heartbeat_timeout / 4)
         try:
-            if settings.cv_folds > 1:
-                from sweeper.training.cv import run_cv
+            with beat:
+                if settings.cv_folds > 1:
+                    from sweeper.training.cv import run_cv
 
-                def after_fold(index: int, score: float) -> bool:
-                    if prune_trial is None:
-                        return False
-                    prune_trial.report(score, step=index)
-                    return bool(prune_trial.should_prune())
+                    def after_fold(index: int, score: float) -> bool:
+                        if prune_trial is None:
+                            return False
+                        prune_trial.report(score, step=index)
+                        return bool(prune_trial.should_prune())
 
-                result = run_cv(
-                    cfg, settings.cv_folds, trial_dir, choices=choices,
-                    parent_run_id=self.plan.parent_run_id, run_name=f"trial-{trial.number:04d}",
-                    tags=tags, track=self.plan.tracking_enabled, run_started=started,
-                    after_fold=after_fold,
-                    # epochs are not pruned inside a fold; the callback still stops non-finite runs
-                    callbacks=lambda: [pruning_callback(None, settings.metrics[0], heartbeat=trial)],
-                )  # fmt: skip
-            else:
-                result = run_training(
-                    cfg,
-                    trial_dir,
-                    choices=choices,
-                    callbacks=[pruning_callback(prune_trial, settings.metrics[0], heartbeat=trial)],
-                    parent_run_id=self.plan.parent_run_id,
-                    run_name=f"trial-{trial.number:04d}",
-                    tags=tags,
-                    track=self.plan.tracking_enabled,
-                    run_started=started,
-                    wait_for_tracking=False,
-                )
+                    result = run_cv(
+                        cfg, settings.cv_folds, trial_dir, choices=choices,
+                        parent_run_id=self.plan.parent_run_id, run_name=f"trial-{trial.number:04d}",
+                        tags=tags, track=self.plan.tracking_enabled, run_started=started,
+                        after_fold=after_fold,
+                        # epochs are not pruned inside a fold; the callback still stops non-finite runs
+                        callbacks=lambda: [pruning_callback(None, settings.metrics[0])],
+                    )  # fmt: skip
+                else:
+                    result = run_training(
+                        cfg,
+                        trial_dir,
+                        choices=choices,
+                        callbacks=[pruning_callback(prune_trial, settings.metrics[0])],
+                        parent_run_id=self.plan.parent_run_id,
+                        run_name=f"trial-{trial.number:04d}",
+                        tags=tags,
+                        track=self.plan.tracking_enabled,
+                        run_started=started,
+                        wait_for_tracking=False,
+                    )
         except KeyboardInterrupt:
-            self._fail(trial, "interrupted (Ctrl-C)", "interrupted", retry=True)
+            self._fail(trial, interrupt_reason(), "interrupted", retry=True)
             raise
         except DivergedError as exc:
             trial.set_user_attr(FAILURE_ATTR, str(exc))
@@ -318,12 +322,12 @@ def config_difference(expected: Any, got: Any, prefix: str = "") -> str | None:
 def check_same_config(plan: SweepPlan) -> None:
     """Stop before the first trial if this worker composes another base config than the
     coordinator did (a config folder, experiment or override it cannot see)."""
-    from sweeper.config import composed_form
+    from sweeper.config import composed_form, redacted
 
     base = compose_sweep(plan.overrides)
     with open_dict(base):
         base.pop("search", None)
-    mine = composed_form(base)
+    mine = redacted(composed_form(base))
     difference = config_difference(plan.base_config, mine)
     if difference:
         raise ConfigError(
@@ -357,11 +361,11 @@ def warm_up(hint: dict[str, Any]) -> None:
                 from sweeper.tracking.mlflow import shared_tracker
 
                 shared_tracker(cfg.tracking.uri, cfg.tracking.experiment)
-    except Exception:  # noqa: BLE001 - the coordinator's own checks say what is wrong
+    except Exception:
         log.debug("warm-up failed", exc_info=True)
 
 
-def _wait_for_plan(index: int) -> str | None:
+def _wait_for_plan(index: int) -> SweepPlan | None:
     """The plan's path, written on stdin by the coordinator once the study exists (after
     a first line of what to prepare meanwhile); then this process's output goes to its
     log in the study folder. None: the sweep will not begin."""
@@ -374,7 +378,10 @@ def _wait_for_plan(index: int) -> str | None:
     line = sys.stdin.readline().strip()
     if not line:
         return None
-    plan = SweepPlan.load(line)
+    given = json.loads(line)
+    plan = SweepPlan.load(given["plan"])
+    # the file holds them without passwords; the pipe brings them whole
+    plan.storage, plan.overrides = given["storage"], given["overrides"]
     log_path = Path(plan.study_dir) / f"worker_{index}.log"
     sys.stdout.flush()
     sys.stderr.flush()
@@ -382,7 +389,7 @@ def _wait_for_plan(index: int) -> str | None:
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
-    return line
+    return plan
 
 
 def worker_main(plan_file: str, index: int, preload_tracking: bool = True) -> int:
@@ -391,10 +398,11 @@ def worker_main(plan_file: str, index: int, preload_tracking: bool = True) -> in
     With ``PLAN`` ``-`` the worker loads its libraries first and then waits for the plan's
     path on stdin, so its imports overlap the coordinator's checks.
     """
+    # SIGTERM ends the worker like Ctrl-C does: the trial is marked, MLflow writes finish.
+    from sweeper import signals
     from sweeper.composition import config_context
 
-    # SIGTERM ends the worker like Ctrl-C does: the trial is marked, MLflow writes finish.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signals.install()
     # Loaded before the first trial is asked, so no trial's timestamps or duration
     # include seconds of imports.
     import optuna  # noqa: F401
@@ -408,8 +416,9 @@ def worker_main(plan_file: str, index: int, preload_tracking: bool = True) -> in
         waited = _wait_for_plan(index)
         if waited is None:
             return 0
-        plan_file = waited
-    plan = SweepPlan.load(plan_file)
+        plan = waited
+    else:
+        plan = SweepPlan.load(plan_file)
     torch.set_num_threads(max(1, plan.threads))
     with config_context(plan.config_sources):
         try:
@@ -421,4 +430,4 @@ def worker_main(plan_file: str, index: int, preload_tracking: bool = True) -> in
         try:
             return worker.run()
         except KeyboardInterrupt:
-            return 130
+            return exit_code()

@@ -10,6 +10,7 @@ and waits once, before it exits); pending writes are also finished at interprete
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import logging
 import os
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from sweeper.errors import SweeperError
+from sweeper.tracking.stores import driver_url, held, retry_schema_race, store_exists
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +117,24 @@ def _drain_all_writers() -> None:
             log.warning("gave up on MLflow writes still pending after %.0f s at exit", EXIT_DRAIN_TIMEOUT_S)
 
 
+def check_server(uri: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, not after minutes of MLflow's retries, when a tracking server does
+    not answer."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return  # it answered (a proxy or an older server without /health)
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise SweeperError(
+            f"tracking.uri: no MLflow server answers at {uri} ({reason}); start it "
+            "(e.g. `sweeper ui` or `mlflow server`), fix tracking.uri, or turn tracking off with tracking=none"
+        ) from None
+
+
 class MlflowTracker:
     """Creates runs in one MLflow experiment and writes to them.
 
@@ -131,11 +151,23 @@ class MlflowTracker:
         # MLflow logs schema migrations of a new store at INFO; they are noise to our users.
         logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
         logging.getLogger("alembic").setLevel(logging.WARNING)
-        self.uri = uri
         self._mlflow = mlflow
+        if uri.startswith(("http://", "https://")):
+            check_server(uri)
+        sql = uri.split("://", 1)[0].split("+")[0] in ("postgresql", "postgres", "mysql", "mssql", "sqlite")
+        if sql:
+            uri = driver_url(uri, "tracking.uri")
+        self.uri = uri
+
+        def open_store() -> tuple[Any, str]:
+            # Several machines may open an empty database at once: one creates the schema.
+            lock = held(uri, "sweeper.mlflow-schema") if sql and not store_exists(uri) else contextlib.nullcontext()
+            with lock:
+                client = MlflowClient(tracking_uri=uri)
+                return client, self._experiment_id(experiment, client)
+
         try:
-            self.client = MlflowClient(tracking_uri=uri)
-            self.experiment_id = self._experiment_id(experiment)
+            self.client, self.experiment_id = retry_schema_race(open_store)
         except MlflowException as exc:
             first = str(exc).strip().splitlines()[0].split(". ")[0]
             raise SweeperError(
@@ -148,21 +180,22 @@ class MlflowTracker:
         self._lock = threading.Lock()
         _trackers.add(self)
 
-    def _experiment_id(self, name: str) -> str:
+    @staticmethod
+    def _experiment_id(name: str, client: Any) -> str:
         from mlflow.exceptions import MlflowException
 
-        found = self.client.get_experiment_by_name(name)
+        found = client.get_experiment_by_name(name)
         if found is not None:
             if found.lifecycle_stage == "deleted":
-                self.client.restore_experiment(found.experiment_id)
+                client.restore_experiment(found.experiment_id)
             if found.tags.get(EXPERIMENT_KIND_TAG) is None:
-                self.client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+                client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
             return found.experiment_id
         try:
-            return self.client.create_experiment(name, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+            return client.create_experiment(name, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
         except MlflowException:
             # Another worker created it between our lookup and create.
-            found = self.client.get_experiment_by_name(name)
+            found = client.get_experiment_by_name(name)
             if found is None:
                 raise
             return found.experiment_id

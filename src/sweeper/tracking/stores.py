@@ -1,9 +1,27 @@
-"""Facts about a tracking URI that need no MLflow import (the coordinator asks them
-before it has loaded anything heavy)."""
+"""Facts about a store's URL, and locks held in the store itself.
+
+Both stores of a sweep (Optuna's and MLflow's) may be SQL databases that several
+machines share. Creating a schema, a study's parent run or a model version must happen
+once however many machines start at the same instant, so those steps run under a lock
+that lives where the data lives: a PostgreSQL advisory lock, a MySQL named lock, or a
+file lock next to a SQLite file or journal (one machine). Nothing here imports MLflow.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import importlib.util
+import random
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
+
+from sweeper.errors import ConfigError
+
+T = TypeVar("T")
+POSTGRES_EXTRA = "pip install 'sweeper[postgres]'"
 
 
 def store_exists(uri: str) -> bool:
@@ -14,3 +32,137 @@ def store_exists(uri: str) -> bool:
     if uri.startswith("sqlite:///"):
         return Path(uri[len("sqlite:///"):]).is_file()
     return False
+
+
+def mask_url(url: str | None) -> str | None:
+    """Hide the password of ``scheme://user:password@host/...``."""
+    import re
+
+    if url is None:
+        return None
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def _has(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def driver_url(url: str, key: str) -> str:
+    """``url`` with a PostgreSQL driver that is installed.
+
+    SQLAlchemy 2.1 reads a bare ``postgresql://`` as psycopg 3; with only psycopg2
+    installed the URL is given psycopg2's dialect. A URL naming its driver is kept.
+    """
+    scheme = url.split("://", 1)[0]
+    if scheme in ("postgresql", "postgres"):
+        rest = url.split("://", 1)[1]
+        if _has("psycopg"):
+            return f"postgresql+psycopg://{rest}"
+        if _has("psycopg2"):
+            return f"postgresql+psycopg2://{rest}"
+        raise ConfigError(f"{key}: no PostgreSQL driver is installed for {mask_url(url)}; {POSTGRES_EXTRA}")
+    driver = {"postgresql+psycopg": "psycopg", "postgresql+psycopg2": "psycopg2"}.get(scheme)
+    if driver and not _has(driver):
+        raise ConfigError(f"{key}: the {driver} driver for {mask_url(url)} is not installed; {POSTGRES_EXTRA}")
+    return url
+
+
+def _lock_key(name: str) -> int:
+    """A signed 64-bit key for PostgreSQL's advisory locks."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
+
+
+@contextlib.contextmanager
+def held(url: str, name: str, local_dir: Path | None = None, timeout: float = 120.0) -> Iterator[None]:
+    """Hold the lock ``name`` of the store at ``url`` (one holder at a time, on every
+    machine that shares that store).
+
+    SQL servers keep it themselves (released when the connection ends, so a killed
+    holder frees it at once); a file store is one machine's, and a file lock beside it
+    (in ``local_dir`` if given) does the job.
+    """
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme.startswith(("postgresql", "postgres", "mysql")):
+        engine = _engine(url)
+        with engine.connect() as conn:
+            _server_lock(conn, scheme, name, timeout)
+            try:
+                yield
+            finally:
+                _server_unlock(conn, scheme, name)
+        return
+    from filelock import FileLock
+
+    path = _lock_path(url, name, local_dir)
+    with FileLock(str(path), timeout=timeout):
+        yield
+
+
+_engines: dict[str, Any] = {}
+
+
+def _engine(url: str) -> Any:
+    """One small pool per server URL and process: a lock costs one round trip."""
+    if url not in _engines:
+        import sqlalchemy
+
+        _engines[url] = sqlalchemy.create_engine(
+            driver_url(url, "storage"), pool_size=1, max_overflow=2, pool_pre_ping=True
+        )
+    return _engines[url]
+
+
+def _server_lock(conn: Any, scheme: str, name: str, timeout: float) -> None:
+    import sqlalchemy
+
+    if scheme.startswith("mysql"):
+        got = conn.execute(sqlalchemy.text("SELECT GET_LOCK(:n, :t)"), {"n": name[:64], "t": int(timeout)}).scalar()
+        if got != 1:
+            raise TimeoutError(f"lock {name!r} not granted within {timeout:.0f} s")
+        return
+    key = _lock_key(name)
+    deadline = time.monotonic() + timeout
+    while not conn.execute(sqlalchemy.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"lock {name!r} not granted within {timeout:.0f} s")
+        time.sleep(0.02 + random.random() * 0.05)
+    conn.commit()
+
+
+def _server_unlock(conn: Any, scheme: str, name: str) -> None:
+    import sqlalchemy
+
+    try:
+        if scheme.startswith("mysql"):
+            conn.execute(sqlalchemy.text("SELECT RELEASE_LOCK(:n)"), {"n": name[:64]})
+        else:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": _lock_key(name)})
+        conn.commit()
+    except Exception:  # noqa: BLE001 - a broken connection has released the lock already
+        conn.invalidate()
+
+
+def _lock_path(url: str, name: str, local_dir: Path | None) -> Path:
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    if local_dir is not None:
+        return local_dir / f".{safe}.lock"
+    if url.startswith("sqlite:///"):
+        db = Path(url[len("sqlite:///"):])
+        return db.parent / f".{db.name}.{safe}.lock"
+    path = Path(url.split("///", 1)[-1]) if url.startswith("journal:///") else Path(url)
+    return path.parent / f".{path.name}.{safe}.lock"
+
+
+def retry_schema_race(create: Callable[[], T], attempts: int = 6) -> T:
+    """``create()`` again when it lost a race with another process creating the same
+    schema (duplicate type, table or column errors), a few times, with jitter."""
+    for attempt in range(attempts):
+        try:
+            return create()
+        except Exception as exc:
+            text = str(exc).lower()
+            racing = any(s in text for s in ("already exists", "duplicate", "uniqueviolation", "database is locked"))
+            if not racing or attempt == attempts - 1:
+                raise
+            time.sleep(0.2 + random.random() * 0.6 * (attempt + 1))
+    raise AssertionError("unreachable")

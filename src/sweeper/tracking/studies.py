@@ -54,9 +54,9 @@ class StudyReader:
     """Finds studies (parent runs) and their trials in one MLflow experiment."""
 
     def __init__(self, uri: str, experiment: str) -> None:
-        from sweeper.tracking.mlflow import MlflowTracker  # noqa: F401 - same error handling
-
         from mlflow.tracking import MlflowClient
+
+        from sweeper.tracking.mlflow import MlflowTracker  # noqa: F401 - same error handling
 
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)

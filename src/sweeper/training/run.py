@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from sweeper.config import resolved, validate_train_config
 from sweeper.errors import ConfigError, SweeperError
 from sweeper.paths import project_dir
+from sweeper.signals import interrupt_reason
 from sweeper.training.build import build_datamodule, build_module, instantiate
 
 log = logging.getLogger(__name__)
@@ -134,8 +135,8 @@ def run_training(
     tracker = run_id = None
     if track and cfg.tracking.enabled and _is_rank_zero():
         from sweeper.tracking.mlflow import process_git_commit, shared_tracker
-        from sweeper.training.logger import MlflowLogger
         from sweeper.tracking.params import flatten
+        from sweeper.training.logger import MlflowLogger
 
         tracker = shared_tracker(cfg.tracking.uri, cfg.tracking.experiment)
         name = run_name or cfg.tracking.run_name or f"{family(cfg)}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -247,14 +248,14 @@ def run_training(
     except KeyboardInterrupt:
         status = "KILLED"
         if tracker is not None and run_id is not None:
-            tracker.set_tags(run_id, {"state": "FAILED", "failure_reason": "interrupted (Ctrl-C)"})
+            tracker.set_tags(run_id, {"state": "FAILED", "failure_reason": interrupt_reason()})
         raise
     except SystemExit as exc:
-        # Lightning turns Ctrl-C into sys.exit(1) after its own clean-up (and ignores
-        # further Ctrl-C); report it as the interrupt it was.
+        # Lightning turns Ctrl-C (and SIGTERM, see sweeper.signals) into sys.exit(1) after
+        # its own clean-up (and ignores further Ctrl-C); report it as the interrupt it was.
         status = "KILLED"
         if tracker is not None and run_id is not None:
-            tracker.set_tags(run_id, {"state": "FAILED", "failure_reason": "interrupted (Ctrl-C)"})
+            tracker.set_tags(run_id, {"state": "FAILED", "failure_reason": interrupt_reason()})
         signal.signal(signal.SIGINT, signal.default_int_handler)
         raise KeyboardInterrupt from exc
     except SweeperError as exc:
