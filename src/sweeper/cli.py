@@ -210,6 +210,13 @@ def run_hydra(config_name: str, command: str, task: Callable[[Any], Any], argv: 
         return _fail(explain(exc, command))
     except yaml.YAMLError as exc:
         return _fail(yaml_error(exc))
+    except OSError as exc:
+        import errno
+
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EROFS, errno.ENOSPC, errno.EEXIST):
+            raise
+        return _fail(f"cannot write {exc.filename or 'the output folder'} ({exc.strerror}); run from a "
+                     "folder you can write, or free that path")
     except KeyboardInterrupt:
         from sweeper import signals
 

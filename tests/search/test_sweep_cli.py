@@ -130,15 +130,15 @@ def test_kill_9_mid_trial_then_the_same_command_resumes(tmp_path):
             "search/pruner=none", "search.register_model=false"]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     proc = subprocess.Popen([sys.executable, "-m", "sweeper", "sweep", *args], cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         _wait_for_running_trial(tmp_path)
-        proc.send_signal(signal.SIGKILL)
+        os.killpg(proc.pid, signal.SIGKILL)  # coordinator and worker at once (a lost machine, OOM)
         proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
-    time.sleep(1.0)  # the worker dies with its coordinator (PR_SET_PDEATHSIG)
+    time.sleep(1.0)
     assert any(t.state == TrialState.RUNNING for t in load_study(tmp_path).trials)
 
     out = sweep(tmp_path, *args)

@@ -13,13 +13,16 @@ from sweeper.tracking.mlflow import MlflowTracker
 def test_runs_left_running_by_a_killed_worker_are_closed_from_the_study(tmp_path):
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     tracker = MlflowTracker(uri, "sweeper")
-    study = optuna.create_study(direction="maximize")
+    study = optuna.create_study(direction="maximize", study_name="s")
     runs = {}
     for name, state in (("done", TrialState.COMPLETE), ("pruned", TrialState.PRUNED),
-                        ("failed", TrialState.FAIL), ("training", TrialState.RUNNING)):
+                        ("failed", TrialState.FAIL), ("training", TrialState.RUNNING),
+                        ("orphan", TrialState.FAIL)):
         trial = study.ask()
-        runs[name] = tracker.start_run(name)  # as a worker killed before its run's end leaves it
-        trial.set_user_attr(RUN_ID_ATTR, runs[name])
+        # as a worker creates them: the trial's tags are on the run from its first write
+        runs[name] = tracker.start_run(name, {"study": "s", "sweeper.role": "trial", "trial_number": trial.number})
+        if name != "orphan":  # killed between creating the run and recording its id
+            trial.set_user_attr(RUN_ID_ATTR, runs[name])
         trial.set_user_attr("epochs", 3)
         if state == TrialState.FAIL:
             trial.set_user_attr(FAILURE_ATTR, "RuntimeError: boom")
@@ -28,15 +31,19 @@ def test_runs_left_running_by_a_killed_worker_are_closed_from_the_study(tmp_path
         elif state != TrialState.RUNNING:
             study.tell(trial, state=state)
     untouched = tracker.start_run("not a trial")
+    other_study = tracker.start_run("other", {"study": "t", "sweeper.role": "trial", "trial_number": 0})
 
     closed = close_finished_trial_runs(tracker, study)
 
     client = MlflowClient(uri)
-    assert sorted(closed) == sorted(runs[n] for n in ("done", "pruned", "failed"))
+    assert sorted(closed) == sorted(runs[n] for n in ("done", "pruned", "failed", "orphan"))
     got = {n: client.get_run(r) for n, r in runs.items()}
     assert (got["done"].info.status, got["done"].data.tags["state"]) == ("FINISHED", "COMPLETE")
     assert (got["pruned"].info.status, got["pruned"].data.tags["state"]) == ("FINISHED", "PRUNED")
     assert got["failed"].info.status == "FAILED" and got["failed"].data.tags["failure_reason"] == "RuntimeError: boom"
+    assert got["orphan"].info.status == "KILLED" and got["orphan"].data.tags["state"] == "FAILED"
+    assert "before the trial recorded this run" in got["orphan"].data.tags["failure_reason"]
     assert got["training"].info.status == "RUNNING"  # maybe on another machine: left alone
     assert client.get_run(untouched).info.status == "RUNNING"
+    assert client.get_run(other_study).info.status == "RUNNING"
     assert close_finished_trial_runs(tracker, study) == []  # nothing left to close

@@ -76,7 +76,7 @@ def latest_study(uri: str, experiment: str) -> tuple[str | None, Any | None, str
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
-        return None, None
+        return None, None, None
     if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
         client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     parents = client.search_runs(
@@ -121,6 +121,9 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
 
 
 def serve(uri: str, experiment: str, host: str, port: int) -> int:
+    from sweeper import signals
+
+    signals.install()  # SIGTERM stops the server as Ctrl-C does
     if not _loopback(host):
         print(f"warning: binding to {host} makes the UI reachable from your network", file=sys.stderr)
     experiment_id, parent, view_key = latest_study(uri, experiment)
@@ -130,7 +133,7 @@ def serve(uri: str, experiment: str, host: str, port: int) -> int:
         base = f"http://{shown}:{port}"
         wait_until_up(base, proc)
         if experiment_id is None:
-            print(f"MLflow UI at {base} (no experiment '{experiment}' yet: run `sweeper sweep`)")
+            print(f"MLflow UI at {base} (no experiment '{experiment}' yet: run `sweeper sweep`)", flush=True)
         else:
             study = f" (latest study '{parent.data.tags.get('study')}')" if parent else ""
             print(f"MLflow UI: {runs_url(base, experiment_id, view_key)}{study}")
@@ -140,6 +143,6 @@ def serve(uri: str, experiment: str, host: str, port: int) -> int:
         return proc.returncode or 0
     except KeyboardInterrupt:
         print("\nstopping the MLflow UI", file=sys.stderr)
-        return 0
+        return signals.exit_code() if signals.terminated() else 0
     finally:
         stop_server(proc)

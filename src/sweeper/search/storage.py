@@ -54,6 +54,9 @@ def open_storage(url: str) -> Any:
             "postgresql://user:password@host/db, sqlite:///optuna.db or a .journal file path"
         )
     real = driver_url(url, "search.storage")
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).parent.is_dir():
+        folder = Path(url[len("sqlite:///"):]).parent
+        raise ConfigError(f"search.storage: folder {folder} does not exist; create it or fix the path")
 
     def create() -> Any:
         # Several machines may start on an empty database at once: one creates the schema.

@@ -10,6 +10,7 @@ trials, writes the best configuration, tests the best checkpoint and registers i
 from __future__ import annotations
 
 import json
+import os
 import logging
 import time
 from dataclasses import asdict
@@ -247,6 +248,20 @@ def finish(study: Any, plan: SweepPlan, tracker: Any, space: SearchSpace, outcom
             tracker.log_artifact(plan.parent_run_id, study_dir / "best_config.yaml")
 
 
+def _writable(folder: Path) -> None:
+    """The study folder exists and takes files, or one line says why not."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise SweeperError(
+            f"cannot write the study folder {folder} ({exc.strerror or exc}); run from a folder you "
+            "can write, or free that path"
+        ) from None
+
+
 def _run_exists(tracker: Any, run_id: str) -> bool:
     from mlflow.exceptions import MlflowException
 
@@ -332,10 +347,10 @@ def _run_sweep(
 
     study_dir = (Path.cwd() / "outputs" / "sweeps" / settings.study_name).resolve()
     storage_url = settings.storage or default_storage(study_dir)
-    if settings.storage is None:
-        study_dir.mkdir(parents=True, exist_ok=True)
+    if settings.storage is None:  # the journal goes there
+        _writable(study_dir)
     storage = open_storage(storage_url)
-    study_dir.mkdir(parents=True, exist_ok=True)
+    _writable(study_dir)
     study = open_study(settings, storage, space)
 
     tracker = None

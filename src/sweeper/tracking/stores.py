@@ -94,6 +94,8 @@ def held(url: str, name: str, local_dir: Path | None = None, timeout: float = 12
     from filelock import FileLock
 
     path = _lock_path(url, name, local_dir)
+    if not path.parent.is_dir():  # never create folders a URL merely names
+        raise ConfigError(f"folder {path.parent} of {mask_url(url)} does not exist; create it or fix the URL")
     with FileLock(str(path), timeout=timeout):
         yield
 
