@@ -15,6 +15,7 @@ from sweeper.errors import SweeperError
 from sweeper.tracking.studies import StudyRecord, TrialRecord
 
 SPACE_ATTR, METRICS_ATTR, PARENT_ATTR = "sweeper.space", "sweeper.metrics", "sweeper.parent_run_id"
+CV_ATTR = "sweeper.cv_folds"
 TARGET_ATTR = "sweeper.n_trials"  # trials the latest `sweeper sweep` of the study aimed for
 _STATE = {"FAIL": "FAILED"}  # Optuna's state names, as MLflow records them
 

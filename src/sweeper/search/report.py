@@ -10,6 +10,11 @@ from typing import Any, TextIO
 from sweeper.search.trials import counts
 
 
+def say(message: str) -> None:
+    """A line of the sweep's report on stdout, at once."""
+    print(message, flush=True)
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A plain fixed-width table."""
     cells = [[_fmt(v) for v in row] for row in rows]
