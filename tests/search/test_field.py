@@ -40,7 +40,7 @@ def _nothing_running(cwd: Path) -> None:
     assert parents and all(r.info.status != "RUNNING" for r in parents + children)
 
 
-@pytest.mark.parametrize("target", ["coordinator", "group"])
+@pytest.mark.parametrize("target", [pytest.param("coordinator", marks=pytest.mark.slow), "group"])
 def test_sigterm_ends_the_sweep_like_ctrl_c_with_exit_143(tmp_path, target):
     """SLURM, Kubernetes and systemd send SIGTERM, to the main process or to the group."""
     proc = _start(tmp_path, LONG)
@@ -90,6 +90,7 @@ def test_a_worker_whose_coordinator_was_killed_marks_its_trial(tmp_path):
     assert not any(t.state == TrialState.RUNNING for t in trials)
 
 
+@pytest.mark.slow
 def test_a_journal_cut_mid_record_is_repaired_before_the_resume_appends(tmp_path):
     assert sweep(tmp_path, *FAST, "search.n_trials=2").returncode == 0
     journal = tmp_path / "outputs" / "sweeps" / "default" / "optuna.journal"
@@ -105,6 +106,7 @@ def test_a_journal_cut_mid_record_is_repaired_before_the_resume_appends(tmp_path
     _nothing_running(tmp_path)
 
 
+@pytest.mark.slow
 def test_a_deleted_mlflow_store_is_recreated_and_the_sweep_completes(tmp_path):
     first = sweep(tmp_path, *FAST, "search.n_trials=2", "search.register_model=true")
     assert first.returncode == 0, first.stderr
