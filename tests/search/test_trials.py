@@ -47,3 +47,21 @@ def test_runs_left_running_by_a_killed_worker_are_closed_from_the_study(tmp_path
     assert client.get_run(untouched).info.status == "RUNNING"
     assert client.get_run(other_study).info.status == "RUNNING"
     assert close_finished_trial_runs(tracker, study) == []  # nothing left to close
+
+
+def test_each_optuna_outcome_has_one_mlflow_record():
+    from sweeper.search.trials import FAILURE_KIND_ATTR, mlflow_outcome
+
+    def trial(state, **attrs):
+        return optuna.trial.create_trial(state=state, value=0.5 if state == TrialState.COMPLETE else None,
+                                         intermediate_values={0: 0.1, 1: 0.2}, user_attrs=attrs)
+
+    assert mlflow_outcome(trial(TrialState.COMPLETE, epochs=2)) == ({"state": "COMPLETE", "epochs": 2}, "FINISHED")
+    tags, status = mlflow_outcome(trial(TrialState.PRUNED, prune_reason="pruned at epoch 1"))
+    assert (tags["state"], tags["prune_reason"], tags["epochs"], status) == ("PRUNED", "pruned at epoch 1", 2, "FINISHED")
+    tags, status = mlflow_outcome(trial(TrialState.PRUNED, **{FAILURE_ATTR: "diverged: loss is nan",
+                                                            FAILURE_KIND_ATTR: "diverged"}))
+    assert (tags["state"], tags["prune_reason"], status) == ("PRUNED", "diverged: loss is nan", "FINISHED")
+    for kind, run_status in (("error", "FAILED"), ("abandoned", "FAILED"), ("interrupted", "KILLED")):
+        tags, status = mlflow_outcome(trial(TrialState.FAIL, **{FAILURE_ATTR: "why", FAILURE_KIND_ATTR: kind}))
+        assert (tags["state"], tags["failure_kind"], tags["failure_reason"], status) == ("FAILED", kind, "why", run_status)

@@ -36,7 +36,7 @@ from sweeper.search.study import open_study, parent_run
 from sweeper.search.trials import (
     close_finished_trial_runs,
     counts,
-    fail_child_run,
+    record_outcome,
     recover_stale,
 )
 from sweeper.signals import EXIT_CTRL_C, EXIT_SIGTERM, interrupt_reason, terminated
@@ -136,8 +136,8 @@ def _run_sweep(
 
         tracker = MlflowTracker(cfg.tracking.uri, cfg.tracking.experiment)
 
-    def mark_child(trial: Any, reason: str) -> None:
-        fail_child_run(tracker, trial, reason)
+    def mark_child(trial: Any) -> None:
+        record_outcome(tracker, trial)
 
     with study_lock(storage_url, settings.study_name):
         recovered = recover_stale(study, storage, settings.retries, mark_child, settings.heartbeat_timeout)

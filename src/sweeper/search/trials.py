@@ -66,7 +66,7 @@ def recover_stale(
     study: Any,
     storage: Any,
     retries: int,
-    on_failed: Callable[[FrozenTrial, str], None] | None = None,
+    on_failed: Callable[[FrozenTrial], None] | None = None,
     timeout: float = DEFAULT_TIMEOUT_S,
 ) -> list[int]:
     """Fail RUNNING trials whose worker is gone, queue their retries; return their numbers.
@@ -81,24 +81,59 @@ def recover_stale(
         if not fail_trial(storage, study_id, trial, reason, "abandoned"):
             continue
         if on_failed is not None:
-            on_failed(trial, reason)
+            on_failed(storage.get_trial(trial._trial_id))
         maybe_retry(study, trial, retries)
         recovered.append(trial.number)
     return recovered
 
 
-def fail_child_run(tracker: Any, trial: FrozenTrial, reason: str) -> None:
-    """End a trial's MLflow child run FAILED with ``reason``; never blocks the sweep."""
-    run_id = trial.user_attrs.get(RUN_ID_ATTR)
-    if tracker is None or not run_id:
+def mlflow_outcome(trial: FrozenTrial) -> tuple[dict[str, Any], str]:
+    """A finished trial's record in MLflow, derived from Optuna's: the run's ``state``
+    tag, its reason and epochs, and the run status.
+
+    ======================================  ==========  ===========  ==================
+    Optuna                                  ``state``   run status   reason tag
+    ======================================  ==========  ===========  ==================
+    COMPLETE                                COMPLETE    FINISHED     -
+    PRUNED (by the pruner)                  PRUNED      FINISHED     ``prune_reason``
+    PRUNED (diverged: a non-finite loss)    PRUNED      FINISHED     ``prune_reason``
+    FAIL, kind ``error``                    FAILED      FAILED       ``failure_reason``
+    FAIL, kind ``abandoned`` (worker gone)  FAILED      FAILED       ``failure_reason``
+    FAIL, kind ``interrupted`` (Ctrl-C,     FAILED      KILLED       ``failure_reason``
+    SIGTERM)
+    ======================================  ==========  ===========  ==================
+
+    A retried trial is a new trial (``sweeper.retry_of``) with a run of its own.
+    """
+    attrs = trial.user_attrs
+    epochs = attrs.get("epochs", len(trial.intermediate_values) or None)
+    state = trial.state.name
+    if state == "COMPLETE":
+        return {"state": "COMPLETE", "epochs": epochs}, "FINISHED"
+    if state == "PRUNED":
+        reason = attrs.get("prune_reason") or attrs.get(FAILURE_ATTR)
+        return {"state": "PRUNED", "prune_reason": reason, "epochs": epochs}, "FINISHED"
+    kind = attrs.get(FAILURE_KIND_ATTR, "error")
+    tags = {"state": "FAILED", "failure_reason": attrs.get(FAILURE_ATTR, "failed"), "failure_kind": kind,
+            "epochs": epochs}
+    return tags, "KILLED" if kind == "interrupted" else "FAILED"
+
+
+def record_outcome(tracker: Any, trial: FrozenTrial, run_id: str | None = None) -> None:
+    """The one writer of a sweep trial's outcome in MLflow: mirror the finished Optuna
+    trial onto its run and end the run. Never blocks the sweep, never raises."""
+    run_id = run_id or trial.user_attrs.get(RUN_ID_ATTR)
+    if tracker is None or not run_id or trial.state.name in ("RUNNING", "WAITING"):
         return
+    tags, status = mlflow_outcome(trial)
     try:
-        tracker.set_tags(run_id, {"state": "FAILED", "failure_reason": reason})
-        tracker.end_run(run_id, "FAILED", wait=False)  # callers hold the study's lock
+        tracker.set_tags(run_id, tags)
+        tracker.end_run(run_id, status, wait=False)  # callers may hold the study's lock
     except Exception as exc:  # the run may live in another store
         import logging
 
-        logging.getLogger(__name__).warning("could not mark MLflow run %s failed: %s", run_id, exc)
+        logging.getLogger(__name__).warning("could not record trial %s on MLflow run %s: %s",
+                                            trial.number, run_id, exc)
 
 
 def close_finished_trial_runs(tracker: Any, study: Any) -> list[str]:
@@ -133,20 +168,13 @@ def close_finished_trial_runs(tracker: Any, study: Any) -> list[str]:
             continue
         if trial is None or trial.state.name in ("RUNNING", "WAITING"):
             continue
-        state = trial.state.name
-        if trial.user_attrs.get(RUN_ID_ATTR) != run.info.run_id:
-            # created by a worker that died before Optuna heard of the run
-            tags = {"state": "FAILED", "failure_reason": "its worker stopped before the trial recorded this run"}
-            status = "KILLED"
-        elif state == "FAIL":
-            tags = {"state": "FAILED",
-                    "failure_reason": trial.user_attrs.get(FAILURE_ATTR, "worker ended before the run did")}
-            status = "FAILED"
-        else:
-            tags = {"state": state, "epochs": trial.user_attrs.get("epochs")}
-            status = "FINISHED"
-        tracker.set_tags(run.info.run_id, tags)
-        tracker.end_run(run.info.run_id, status, wait=False)
+        if trial.user_attrs.get(RUN_ID_ATTR) == run.info.run_id:
+            record_outcome(tracker, trial, run.info.run_id)
+        else:  # a run Optuna never heard of: its worker died before recording it
+            tracker.set_tags(run.info.run_id, {
+                "state": "FAILED", "failure_kind": "abandoned",
+                "failure_reason": "its worker stopped before the trial recorded this run"})
+            tracker.end_run(run.info.run_id, "KILLED", wait=False)
         closed.append(run.info.run_id)
     if closed:
         tracker.flush()

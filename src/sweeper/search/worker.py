@@ -29,8 +29,8 @@ from sweeper.search.trials import (
     FAILURE_KIND_ATTR,
     RUN_ID_ATTR,
     counts,
-    fail_child_run,
     maybe_retry,
+    record_outcome,
     recover_stale,
 )
 from sweeper.signals import exit_code, interrupt_reason
@@ -140,13 +140,13 @@ class Worker:
 
     # ----------------------------------------------------------------------- claim
 
-    def _mark_child_failed(self, trial: Any, reason: str) -> None:
-        fail_child_run(self.tracker, trial, reason)
+    def _record(self, trial: Any) -> None:
+        record_outcome(self.tracker, trial)
 
     def _claim(self) -> tuple[Any, dict[str, Any]] | str:
         """Ask for the next trial, or say why not: done, timeout, failures, wait."""
         with self.lock():
-            recover_stale(self.study, self.storage, self.settings.retries, self._mark_child_failed,
+            recover_stale(self.study, self.storage, self.settings.retries, self._record,
                           self.settings.heartbeat_timeout)
             trials = self.study.get_trials(deepcopy=False)
             c = counts(trials)
@@ -196,6 +196,7 @@ class Worker:
         trial.set_user_attr(FAILURE_ATTR, reason[:2000])
         trial.set_user_attr(FAILURE_KIND_ATTR, kind)
         frozen = self.study.tell(trial, state=TrialState.FAIL)
+        record_outcome(self.tracker, frozen)
         if retry:
             maybe_retry(self.study, frozen, self.settings.retries)
 
@@ -244,7 +245,7 @@ class Worker:
                         cfg, settings.cv_folds, trial_dir, choices=choices,
                         parent_run_id=self.plan.parent_run_id, run_name=f"trial-{trial.number:04d}",
                         tags=tags, track=self.plan.tracking_enabled, run_started=started,
-                        after_fold=after_fold,
+                        after_fold=after_fold, record_state=False,
                         # epochs are not pruned inside a fold; the callback still stops non-finite runs
                         callbacks=lambda: [pruning_callback(None, settings.metrics[0])],
                     )  # fmt: skip
@@ -260,6 +261,7 @@ class Worker:
                         track=self.plan.tracking_enabled,
                         run_started=started,
                         wait_for_tracking=False,
+                        record_state=False,  # the outcome is recorded once Optuna is told
                     )
         except KeyboardInterrupt:
             self._fail(trial, interrupt_reason(), "interrupted", retry=True)
@@ -267,12 +269,8 @@ class Worker:
         except DivergedError as exc:
             trial.set_user_attr(FAILURE_ATTR, str(exc))
             trial.set_user_attr(FAILURE_KIND_ATTR, "diverged")
-            if settings.multi_objective:
-                self.study.tell(trial, state=TrialState.FAIL)
-            else:
-                self.study.tell(trial, state=TrialState.PRUNED)
-            if self.tracker is not None and child:
-                self.tracker.set_tags(child[0], {"state": "PRUNED", "prune_reason": str(exc)})
+            state = TrialState.FAIL if settings.multi_objective else TrialState.PRUNED
+            record_outcome(self.tracker, self.study.tell(trial, state=state))
             return
         except Exception as exc:  # one trial's error must not end the study
             reason = " ".join(f"{type(exc).__name__}: {exc}".split())
@@ -286,13 +284,13 @@ class Worker:
         trial.set_user_attr("config", str(trial_dir / "config.yaml"))
         if result.pruned:
             trial.set_user_attr("prune_reason", result.prune_reason)
-            self.study.tell(trial, state=TrialState.PRUNED)
+            record_outcome(self.tracker, self.study.tell(trial, state=TrialState.PRUNED))
             return
         objective = objective_values(result, settings)
         if not all(math.isfinite(v) for v in objective):
             self._fail(trial, f"non-finite objective {objective}", "error", retry=False)
             return
-        self.study.tell(trial, objective if settings.multi_objective else objective[0])
+        record_outcome(self.tracker, self.study.tell(trial, objective if settings.multi_objective else objective[0]))
 
 
 def _instantiate(node: DictConfig, **kwargs: Any) -> Any:

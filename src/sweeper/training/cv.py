@@ -17,6 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from sweeper.signals import interrupt_reason
 from sweeper.training.run import TrainResult, family, run_training
 
 
@@ -32,13 +33,15 @@ def run_cv(
     run_started: Callable[[str], None] | None = None,
     after_fold: Callable[[int, float], bool] | None = None,
     callbacks: Callable[[], Sequence[Any]] | None = None,
+    record_state: bool = True,
 ) -> TrainResult:
     """Train ``cfg`` on each of ``folds`` folds; the result's ``best_score`` is the mean.
 
     ``after_fold(index, score) -> stop?`` is called after every fold but the last; a true
     answer ends the run early, PRUNED (a sweep asks its pruner there). ``callbacks()``
     makes fresh Lightning callbacks for each fold. The result's ``metrics`` hold
-    ``cv/<monitor>/mean``, ``cv/<monitor>/std`` and each fold's score.
+    ``cv/<monitor>/mean``, ``cv/<monitor>/std`` and each fold's score. ``record_state``
+    as for :func:`sweeper.training.run.run_training`.
     """
     import yaml
 
@@ -103,7 +106,8 @@ def run_cv(
             if mean is not None and state == "COMPLETE":
                 summary[f"best/{cfg.monitor}"] = mean
             tracker.log_metrics(run_id, summary, step=len(scores))
-            tracker.set_tags(run_id, {"state": state, "prune_reason": reason, "folds_run": len(scores)})
+            tracker.set_tags(run_id, {"folds_run": len(scores),
+                                      **({"state": state, "prune_reason": reason} if record_state else {})})
         status = "FINISHED"
         return TrainResult(
             run_id=run_id,
@@ -119,13 +123,13 @@ def run_cv(
         )
     except KeyboardInterrupt:
         status = "KILLED"
-        if tracker is not None and run_id is not None:
-            tracker.set_tags(run_id, {"state": "FAILED", "failure_reason": "interrupted (Ctrl-C)"})
+        if tracker is not None and run_id is not None and record_state:
+            tracker.set_tags(run_id, {"state": "FAILED", "failure_reason": interrupt_reason()})
         raise
     except Exception as exc:
-        if tracker is not None and run_id is not None:
+        if tracker is not None and run_id is not None and record_state:
             tracker.set_tags(run_id, {"state": "FAILED", "failure_reason": f"{type(exc).__name__}: {exc}"[:5000]})
         raise
     finally:
-        if tracker is not None and run_id is not None:
+        if tracker is not None and run_id is not None and record_state:
             tracker.end_run(run_id, status, wait=False)

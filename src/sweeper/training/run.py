@@ -88,6 +88,7 @@ def run_training(
     track: bool = True,
     run_started: Callable[[str], None] | None = None,
     wait_for_tracking: bool = True,
+    record_state: bool = True,
     fold: tuple[int, int] | None = None,
 ) -> TrainResult:
     """Train, test and record one model described by a composed training config.
@@ -103,6 +104,9 @@ def run_training(
         run_started: called with the MLflow run id as soon as the run exists.
         wait_for_tracking: False returns without waiting for the run's last MLflow
             writes (a sweep's worker waits once, before it exits).
+        record_state: False leaves the run's ``state`` tag, failure reason and end to the
+            caller (a sweep records them from the Optuna trial, see
+            ``sweeper.search.trials.record_outcome``).
         fold: ``(index, folds)`` trains on one cross-validation fold: the data module's
             ``set_fold(index, folds)`` makes that fold the validation split.
 
@@ -224,9 +228,9 @@ def run_training(
                 summary[f"best/{cfg.monitor}"] = best_score
             tracker.log_metrics(run_id, summary, step=epochs)
             tracker.set_tags(run_id, {  # one write with the summary metrics
-                "state": "PRUNED" if pruner is not None else "COMPLETE",
-                "prune_reason": getattr(pruner, "reason", None),
                 "epochs": epochs,
+                **({"state": "PRUNED" if pruner is not None else "COMPLETE",
+                    "prune_reason": getattr(pruner, "reason", None)} if record_state else {}),
             })
             tracker.log_artifact(run_id, output_dir / "config.yaml")
             if best_path and cfg.tracking.log_checkpoint:
@@ -247,23 +251,23 @@ def run_training(
         )
     except KeyboardInterrupt:
         status = "KILLED"
-        if tracker is not None and run_id is not None:
+        if tracker is not None and run_id is not None and record_state:
             tracker.set_tags(run_id, {"state": "FAILED", "failure_reason": interrupt_reason()})
         raise
     except SystemExit as exc:
         # Lightning turns Ctrl-C (and SIGTERM, see sweeper.signals) into sys.exit(1) after
         # its own clean-up (and ignores further Ctrl-C); report it as the interrupt it was.
         status = "KILLED"
-        if tracker is not None and run_id is not None:
+        if tracker is not None and run_id is not None and record_state:
             tracker.set_tags(run_id, {"state": "FAILED", "failure_reason": interrupt_reason()})
         signal.signal(signal.SIGINT, signal.default_int_handler)
         raise KeyboardInterrupt from exc
     except SweeperError as exc:
-        if tracker is not None and run_id is not None:
+        if tracker is not None and run_id is not None and record_state:
             tracker.set_tags(run_id, {"state": "FAILED", "failure_reason": str(exc)[:5000]})
         raise
     except Exception as exc:
-        if tracker is not None and run_id is not None:
+        if tracker is not None and run_id is not None and record_state:
             tracker.set_tags(
                 run_id, {"state": "FAILED", "failure_reason": f"{type(exc).__name__}: {exc}"[:5000]}
             )
@@ -274,7 +278,7 @@ def run_training(
         else:
             os.environ[DDP_CONFIG_ENV] = previous_env
         _end_process_group(saved_env)
-        if tracker is not None and run_id is not None:
+        if tracker is not None and run_id is not None and record_state:
             tracker.end_run(run_id, status, wait=wait_for_tracking or status != "FINISHED")
 
 
