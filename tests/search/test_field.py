@@ -56,6 +56,7 @@ def test_sigterm_ends_the_sweep_like_ctrl_c_with_exit_143(tmp_path, target):
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+    print(f"\nSIGTERM to the {target}: exit {proc.returncode} after {took:.1f} s")
     assert proc.returncode == 143, err
     assert took < 30, f"took {took:.1f} s to stop"
     assert "Traceback" not in err and "interrupted (SIGTERM)" in out

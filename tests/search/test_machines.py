@@ -104,6 +104,8 @@ def test_three_machines_start_at_once_and_one_is_killed_mid_trial(postgres_serve
     (dead,) = [t for t in trials if t.number == victim.number]
     assert dead.state == TrialState.FAIL and dead.user_attrs["sweeper.failure_kind"] == "abandoned"
     recovered_after = dead.datetime_complete.timestamp() - killed_at
+    print(f"\nkilled machine's trial #{dead.number} failed {recovered_after:.1f} s after the kill "
+          f"(heartbeat_timeout {timeout} s); trials {dict(collections.Counter(t.state.name for t in trials))}")
     assert recovered_after < timeout + 8, f"recovered {recovered_after:.1f} s after the kill"
     assert any(t.user_attrs.get("sweeper.retry_of") == dead.number for t in trials)
 
