@@ -5,7 +5,6 @@ Problems name the override key to fix, and all of them are reported at once.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from sweeper.errors import ConfigError
+from sweeper.tracking.stores import without_password
 
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 
@@ -105,16 +105,6 @@ def resolved(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"the config must be a mapping, got {type(data).__name__}")
     data.pop("hydra", None)
     return redacted(data)
-
-
-_PASSWORD = re.compile(r"(://[^:/@\s]+):[^@/\s]*@")
-
-
-def without_password(text: str) -> str:
-    """``scheme://user:password@host/db`` as ``scheme://user@host/db``: what a file may
-    hold. The driver then reads the password from the environment (``PGPASSWORD``) or a
-    password file (``~/.pgpass``), as it does for a URL written without one."""
-    return _PASSWORD.sub(r"\1@", text)
 
 
 def redacted(tree: Any) -> Any:

@@ -59,9 +59,10 @@ def test_stale_trials_fail_and_are_queued_again(tmp_path):
     alive = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
     alive.set_user_attr(WORKER_ATTR, worker_id())
     failed = []
-    assert recover_stale(study, storage, retries=1, on_failed=lambda t, r: failed.append(t.number)) == [0]
+    # the callback gets the trial as failed, to record it in MLflow
+    assert recover_stale(study, storage, retries=1, on_failed=lambda t: failed.append((t.number, t.state))) == [0]
     states = {t.number: t.state for t in study.trials}
-    assert states[0] == TrialState.FAIL and states[1] == TrialState.RUNNING and failed == [0]
+    assert states[0] == TrialState.FAIL and states[1] == TrialState.RUNNING and failed == [(0, TrialState.FAIL)]
     assert study.trials[0].user_attrs[FAILURE_KIND_ATTR] == "abandoned"
     retry = study.trials[2]
     assert retry.state == TrialState.WAITING and retry.user_attrs[ATTEMPT_ATTR] == 2

@@ -59,6 +59,8 @@ def load_record(storage_url: str, name: str | None) -> StudyRecord:
 def study_record(study: Any) -> StudyRecord:
     from optuna.trial import TrialState
 
+    from sweeper.search.trials import RUN_ID_ATTR
+
     attrs = study.user_attrs
     metrics = attrs.get(METRICS_ATTR) or ["value"]
     direction = study.directions[0].name.lower()
@@ -90,7 +92,7 @@ def study_record(study: Any) -> StudyRecord:
             params={k: str(t.params[k]) if k in t.params else "-" for k in searched},
             epochs=int(epochs) if epochs is not None else None,
             duration_s=(end - t.datetime_start).total_seconds() if end and t.datetime_start else None,
-            run_id=str(t.user_attrs.get("mlflow_run_id", "")),
+            run_id=str(t.user_attrs.get(RUN_ID_ATTR, "")),
         ))  # fmt: skip
     return record
 

@@ -124,10 +124,12 @@ def _run_sweep(
 
     study_dir = (Path.cwd() / "outputs" / "sweeps" / settings.study_name).resolve()
     storage_url = settings.storage or default_storage(study_dir)
-    if settings.storage is None:  # the journal goes there
+    if settings.storage is None:  # the journal goes there: the folder comes first
         _writable(study_dir)
-    storage = open_storage(storage_url)
-    _writable(study_dir)
+        storage = open_storage(storage_url)
+    else:  # a bad URL must not leave a folder behind
+        storage = open_storage(storage_url)
+        _writable(study_dir)
     study = open_study(settings, storage, space)
 
     tracker = None

@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import importlib.util
 import random
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -34,13 +35,19 @@ def store_exists(uri: str) -> bool:
     return False
 
 
-def mask_url(url: str | None) -> str | None:
-    """Hide the password of ``scheme://user:password@host/...``."""
-    import re
+_PASSWORD = re.compile(r"(://[^:/@\s]+):[^@/\s]*@")
 
-    if url is None:
-        return None
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+def mask_url(url: str | None) -> str | None:
+    """``scheme://user:password@host/...`` as ``scheme://user:***@host/...``: for messages."""
+    return None if url is None else _PASSWORD.sub(r"\1:***@", url)
+
+
+def without_password(text: str) -> str:
+    """``scheme://user:password@host/db`` as ``scheme://user@host/db``: what a file may
+    hold. The driver then reads the password from the environment (``PGPASSWORD``) or a
+    password file (``~/.pgpass``), as it does for a URL written without one."""
+    return _PASSWORD.sub(r"\1@", text)
 
 
 def _has(module: str) -> bool:
@@ -73,13 +80,13 @@ def _lock_key(name: str) -> int:
 
 
 @contextlib.contextmanager
-def held(url: str, name: str, local_dir: Path | None = None, timeout: float = 120.0) -> Iterator[None]:
+def held(url: str, name: str, timeout: float = 120.0) -> Iterator[None]:
     """Hold the lock ``name`` of the store at ``url`` (one holder at a time, on every
     machine that shares that store).
 
     SQL servers keep it themselves (released when the connection ends, so a killed
     holder frees it at once); a file store is one machine's, and a file lock beside it
-    (in ``local_dir`` if given) does the job.
+    does the job.
     """
     scheme = url.split("://", 1)[0] if "://" in url else ""
     if scheme.startswith(("postgresql", "postgres", "mysql")):
@@ -93,7 +100,7 @@ def held(url: str, name: str, local_dir: Path | None = None, timeout: float = 12
         return
     from filelock import FileLock
 
-    path = _lock_path(url, name, local_dir)
+    path = _lock_path(url, name)
     if not path.parent.is_dir():  # never create folders a URL merely names
         raise ConfigError(f"folder {path.parent} of {mask_url(url)} does not exist; create it or fix the URL")
     with FileLock(str(path), timeout=timeout):
@@ -144,10 +151,8 @@ def _server_unlock(conn: Any, scheme: str, name: str) -> None:
         conn.invalidate()
 
 
-def _lock_path(url: str, name: str, local_dir: Path | None) -> Path:
+def _lock_path(url: str, name: str) -> Path:
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-    if local_dir is not None:
-        return local_dir / f".{safe}.lock"
     if url.startswith("sqlite:///"):
         db = Path(url[len("sqlite:///"):])
         return db.parent / f".{db.name}.{safe}.lock"

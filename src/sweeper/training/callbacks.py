@@ -10,15 +10,12 @@ through ``trainer.should_stop`` (not an exception), so processes leave ``fit`` t
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from typing import Any
 
 from pytorch_lightning.callbacks import Callback
 
 from sweeper.errors import ConfigError
-
-HEARTBEAT_EVERY_S = 30.0
 
 
 class PruningCallback(Callback):
@@ -29,8 +26,6 @@ class PruningCallback(Callback):
         report: ``report(value, epoch) -> bool``, true to stop now. ``None`` on the other
             DDP ranks (they only take part in the broadcast) and where nothing can prune
             (non-finite values still stop training).
-        heartbeat: called now and then (at most every ``HEARTBEAT_EVERY_S``) so that others
-            can tell a live run from a dead one.
 
     After ``fit``, ``pruned`` tells whether training was stopped, and ``reason`` why.
     """
@@ -39,21 +34,15 @@ class PruningCallback(Callback):
         self,
         monitor: str,
         report: Callable[[float, int], bool] | None = None,
-        heartbeat: Callable[[], None] | None = None,
     ) -> None:
         self.monitor = monitor
         self.report = report
-        self.heartbeat = heartbeat
         self.pruned = False
         self.reason: str | None = None
-        self._last_beat = time.time()
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         if trainer.sanity_checking or self.pruned:
             return
-        if self.heartbeat is not None and time.time() - self._last_beat > HEARTBEAT_EVERY_S:
-            self._last_beat = time.time()
-            self.heartbeat()
         decision = False
         reason = None
         if trainer.is_global_zero:
