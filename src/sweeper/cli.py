@@ -31,6 +31,7 @@ commands:
   sweep     run or resume an Optuna search; every trial is recorded in MLflow
   compare   table of a study's trials, or two studies side by side (--format markdown|csv|json)
   evaluate  re-score a recorded model (run id or study) on the test split, log it to the run
+  logs      one trial's output and traceback: sweeper logs STUDY [TRIAL]
   ui        start the MLflow UI on 127.0.0.1 and print the URL of the latest study
   version   print the version
 
@@ -182,6 +183,20 @@ def with_config_dir(argv: Sequence[str]) -> list[str]:
         return list(argv)
     return ["--config-dir", str(found), *argv]
 
+# Hydra's own --hydra-help lists flags that do not apply to a sub-command (shell completion).
+HYDRA_HELP = """\
+sweeper {command} takes Hydra's command line (Hydra 1.3, https://hydra.cc):
+
+  --help, -h            config groups and the composed config
+  --cfg, -c job|hydra|all   print the config instead of running (--resolve: resolved)
+  --package, -p PKG     with --cfg, the config package to show
+  --info, -i [all|config|defaults|defaults-tree|plugins|searchpath]   Hydra's view of the config
+  --config-dir, -cd DIR your config folder, searched before the shipped one
+  --config-path, -cp DIR and --config-name, -cn NAME   another primary config
+  --multirun, -m        sweeper train only: one run per comma-separated value
+  KEY=VALUE  GROUP=OPTION  +KEY=VALUE (add)  ~KEY (delete)   overrides
+"""
+
 
 def run_hydra(config_name: str, command: str, task: Callable[[Any], Any], argv: Sequence[str]) -> int:
     """Run ``task`` under Hydra with ``argv`` as Hydra's command line.
@@ -189,6 +204,13 @@ def run_hydra(config_name: str, command: str, task: Callable[[Any], Any], argv: 
     Hydra prints its own multi-line report for composition errors; we ask it to raise
     instead (``HYDRA_FULL_ERROR``) and print one line.
     """
+    if any(a in ("-sc", "--shell-completion") or a.startswith("--shell-completion=") for a in argv):
+        # Hydra's completion script calls the program without the sub-command.
+        return _fail("shell completion is not offered; `sweeper <command> --help` lists the config "
+                     "groups and keys")
+    if "--hydra-help" in argv:
+        print(HYDRA_HELP.format(command=command))
+        return 0
     import hydra
     import yaml
     from hydra.errors import HydraException
@@ -401,6 +423,27 @@ def cmd_evaluate(argv: Sequence[str]) -> int:
     return 0
 
 
+def cmd_logs(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="sweeper logs",
+        description="Print one trial's output and, for a failed trial, its traceback. Reads "
+        "./outputs/sweeps/STUDY/trial_NNNN/trial.log when it is there, else the trial.log "
+        "artifact of the trial's MLflow run.",
+    )
+    parser.add_argument("study", metavar="STUDY", help="study name")
+    parser.add_argument("trial", metavar="TRIAL", nargs="?", type=int, default=None,
+                        help="trial number (default: the last failed trial, else the last trial)")
+    _tracking_args(parser)
+    args = parser.parse_args(argv)
+    from sweeper.reports.logs import trial_log
+
+    mlflow_asked = any(a.startswith(("--tracking-uri", "--experiment")) for a in argv)
+    where, text = trial_log(args.study, args.trial, args.tracking_uri, args.experiment, mlflow_asked)
+    print(f"# {where}")
+    print(text, end="" if text.endswith("\n") else "\n")
+    return 0
+
+
 def cmd_ui(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="sweeper ui",
@@ -423,6 +466,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "sweep": cmd_sweep,
     "compare": cmd_compare,
     "evaluate": cmd_evaluate,
+    "logs": cmd_logs,
     "ui": cmd_ui,
     "_worker": cmd_worker,
 }

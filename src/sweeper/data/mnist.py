@@ -96,7 +96,7 @@ class MNISTDataModule(InMemoryDataModule):
                 try:
                     log.info("downloading %s%s", mirror, name)
                     tmp = self.root / f"{name}.part"
-                    urllib.request.urlretrieve(mirror + name, tmp)  # noqa: S310 - fixed https mirrors
+                    urllib.request.urlretrieve(mirror + name, tmp)
                     tmp.replace(self.root / name)
                     break
                 except OSError as exc:

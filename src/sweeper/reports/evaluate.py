@@ -76,6 +76,28 @@ def _apply(cfg: Any, overrides: Sequence[str], config_dirs: Sequence[Path] = ())
     return data_name
 
 
+# Data keys that change how a split is read, not which samples it holds.
+SPLIT_NEUTRAL_KEYS = ("batch_size", "eval_batch_size", "num_workers", "root", "path", "download")
+
+
+def check_same_split(trained: dict[str, Any], evaluated: dict[str, Any]) -> None:
+    """Refuse to score a model on a re-split of its own data set: with another seed or
+    other fractions, the "test" split would hold samples the model trained on. Another
+    data module (``data=<option>``) is another data set and is allowed."""
+    if trained.get("_target_") != evaluated.get("_target_"):
+        return
+    changed = sorted(k for k in set(trained) | set(evaluated)
+                     if k not in SPLIT_NEUTRAL_KEYS and trained.get(k) != evaluated.get(k))
+    if changed:
+        key = changed[0]
+        raise ConfigError(
+            f"data.{key}: the model was trained with data.{key}={trained.get(key)!r}; with "
+            f"{evaluated.get(key)!r} the data is split again and the test split would hold samples "
+            "it trained on. Evaluate on the run's own test split (drop the override) or on another "
+            "data set (data=<option>)"
+        )
+
+
 def evaluate_recorded(
     target: str, overrides: Sequence[str], uri: str, experiment: str, config_dirs: Sequence[Path] = ()
 ) -> dict[str, float]:
@@ -109,15 +131,18 @@ def evaluate_recorded(
                 "its output_dir); evaluate a run trained with checkpoint=true"
             )
         cfg = OmegaConf.load(config_path)
+        trained = OmegaConf.to_container(cfg.data, resolve=True)
         data_name = _apply(cfg, overrides, config_dirs)
         OmegaConf.resolve(cfg)
+        check_same_split(trained, OmegaConf.to_container(cfg.data, resolve=True))  # type: ignore[arg-type]
         out = Path(tmp) / "evaluation"
         evaluation = evaluate_checkpoint(cfg, checkpoint, out)
-        metrics = {f"eval/{data_name}/{k.split('/', 1)[1]}": v for k, v in evaluation.metrics.items()}
+        # eval/<data set>/test/<metric>: which data set, which split
+        metrics = {f"eval/{data_name}/{k}": v for k, v in evaluation.metrics.items()}
         tracker.log_metrics(run_id, metrics)
         tracker.log_artifacts(run_id, out, f"evaluation/{data_name}")
         tracker.flush()  # the files live in a temporary folder
     print(f"run {run_id} ({run.info.run_name}) on {data_name} test split: "
           + ", ".join(f"{k.rsplit('/', 1)[1]}={v:.4f}" for k, v in sorted(metrics.items()) if not k.endswith("loss"))
-          + f"; logged to the run as eval/{data_name}/*")
+          + f"; logged to the run as eval/{data_name}/test/*")
     return metrics

@@ -116,6 +116,29 @@ def finish(study: Any, plan: SweepPlan, tracker: Any, space: SearchSpace, outcom
             tracker.log_artifact(plan.parent_run_id, study_dir / "best_config.yaml")
 
 
+def report_finished(study: Any, settings: Any, space: SearchSpace, storage_url: str, n_trials: int,
+                    stop: tuple[str, str] | None) -> None:
+    """What a re-run of a finished study prints; it writes nothing to either store."""
+    from sweeper.search.records import FINISHED_ATTR
+
+    c = counts(study.get_trials(deepcopy=False))
+    param_keys = [p.key for p in space.params]
+    say(trials_table(study, settings.metrics, param_keys))
+    how = f"stopped early: {stop[1]}" if stop and c["DONE"] < n_trials else \
+        f"outcome {study.user_attrs.get(FINISHED_ATTR)}"
+    say(f"\nstudy '{settings.study_name}' is finished: {c['DONE']} of {n_trials} trials done, {how} "
+         f"({c['COMPLETE']} complete, {c['PRUNED']} pruned, {c['FAIL']} failed; {mask_url(storage_url)})")
+    best = best_trials(study)
+    if best:
+        top = best[0]
+        values = space.decode(top.params)
+        say(f"best trial #{top.number}: "
+             + ", ".join(f"{m}={v:.4f}" for m, v in zip(settings.metrics, top.values))
+             + " with " + ", ".join(f"{k}={v}" for k, v in values.items()))
+    say("nothing to run: raise search.n_trials (or the stop rule's limit) to search further, or start "
+         "a new study with search.study_name=<new name>")
+
+
 def _run_exists(tracker: Any, run_id: str) -> bool:
     from mlflow.exceptions import MlflowException
 

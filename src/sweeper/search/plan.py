@@ -36,6 +36,7 @@ class SweepPlan:
         data = dict(self.settings)
         data["metrics"] = tuple(data["metrics"])
         data["directions"] = tuple(data["directions"])
+        data["enqueue"] = tuple(data.get("enqueue", ()))
         return SearchSettings(**data)
 
     def save(self, path: Path) -> None:

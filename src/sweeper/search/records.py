@@ -16,6 +16,8 @@ from sweeper.tracking.studies import StudyRecord, TrialRecord
 
 SPACE_ATTR, METRICS_ATTR, PARENT_ATTR = "sweeper.space", "sweeper.metrics", "sweeper.parent_run_id"
 CV_ATTR = "sweeper.cv_folds"
+CONFIG_ATTR = "sweeper.config"  # what defines the study's trials, compared on resume
+FINISHED_ATTR = "sweeper.finished"  # outcome of the sweep that ended the study
 TARGET_ATTR = "sweeper.n_trials"  # trials the latest `sweeper sweep` of the study aimed for
 _STATE = {"FAIL": "FAILED"}  # Optuna's state names, as MLflow records them
 

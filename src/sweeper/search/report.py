@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
 import sys
-import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
@@ -46,6 +46,12 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
+def eta_seconds(durations: Sequence[float], remaining: int, workers: int) -> float:
+    """Time left: the median finished trial's duration for each remaining trial, spread
+    over the workers. It does not grow while a long trial runs."""
+    return statistics.median(durations) * max(0, remaining) / max(1, workers)
+
+
 class Progress:
     """One status line: done / pruned / failed, best so far, ETA.
 
@@ -59,15 +65,11 @@ class Progress:
         self.metric = metric
         self.stream = stream
         self.tty = stream.isatty()
-        self.started = time.time()
         self._last = ""
-        self._done_at_start: int | None = None
 
     def update(self, study: Any) -> None:
         trials = study.get_trials(deepcopy=False)
         c = counts(trials)
-        if self._done_at_start is None:
-            self._done_at_start = c["DONE"]
         best = ""
         try:
             if len(study.directions) == 1 and c["COMPLETE"]:
@@ -76,11 +78,10 @@ class Progress:
         except ValueError:
             pass
         eta = ""
-        new_done = c["DONE"] - self._done_at_start
-        if new_done > 0:
-            remaining = max(0, self.n_trials - c["DONE"])
-            per_trial = (time.time() - self.started) / new_done
-            eta = f" | ETA {_duration(remaining * per_trial)}"
+        durations = [(t.datetime_complete - t.datetime_start).total_seconds() for t in trials
+                     if t.state.name in ("COMPLETE", "PRUNED") and t.datetime_start and t.datetime_complete]
+        if durations:
+            eta = f" | ETA {_duration(eta_seconds(durations, self.n_trials - c['DONE'], self.workers))}"
         state = (
             f"[{self.study_name}] {min(c['DONE'], self.n_trials)}/{self.n_trials} done "
             f"({c['PRUNED']} pruned, {c['FAIL']} failed, {c['RUNNING']} running){best}"

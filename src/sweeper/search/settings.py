@@ -36,6 +36,15 @@ class SearchSettings:
     sampler_name: str = "tpe"
     pruner_name: str = "median"
     params: dict[str, Any] = field(default_factory=dict)
+    # study control
+    enqueue: tuple[dict[str, Any], ...] = ()  # config values tried first
+    warm_start_study: str | None = None  # enqueue the best trials of this study
+    warm_start_top: int = 5
+    warm_start_storage: str | None = None
+    patience: int | None = None  # stop after this many finished trials without improvement
+    min_delta: float = 0.0
+    trial_timeout: float | None = None  # seconds of training per trial
+    epoch_budget: int | None = None  # epochs trained by all trials together
 
     @property
     def multi_objective(self) -> bool:
@@ -81,7 +90,8 @@ def parse_settings(
     known = {
         "n_trials", "timeout", "metric", "direction", "study_name", "storage", "workers", "seed",
         "max_failure_rate", "retries", "force", "register_model", "params", "sampler", "pruner",
-        "cv", "threads", "heartbeat_timeout",
+        "cv", "threads", "heartbeat_timeout", "enqueue", "warm_start", "patience", "min_delta",
+        "trial_timeout", "epoch_budget",
     }  # fmt: skip
     for key in sorted(set(raw) - known):
         problems.append(f"search.{key}: unknown key; known keys are {', '.join(sorted(known))}")
@@ -156,6 +166,46 @@ def parse_settings(
     elif not isinstance(folds, int) or isinstance(folds, bool) or folds < 1:
         problems.append(f"search.cv.folds must be an integer >= 1 (1: no cross-validation), got {folds!r}")
         folds = 1
+    def optional_number(key: str, fix: str, integer_only: bool = False) -> Any:
+        value = raw.get(key)
+        wrong = isinstance(value, bool) or not isinstance(value, int if integer_only else (int, float))
+        if value is not None and (wrong or value <= 0):
+            kind = "an integer >= 1" if integer_only else "a number > 0"
+            problems.append(f"search.{key} must be {kind} or null, got {value!r}; e.g. {fix}")
+            return None
+        return value
+
+    patience = optional_number("patience", "search.patience=10", integer_only=True)
+    trial_timeout = optional_number("trial_timeout", "search.trial_timeout=600")
+    epoch_budget = optional_number("epoch_budget", "search.epoch_budget=200", integer_only=True)
+    min_delta = raw.get("min_delta", 0.0)
+    if isinstance(min_delta, bool) or not isinstance(min_delta, (int, float)) or min_delta < 0:
+        problems.append(f"search.min_delta must be a number >= 0, got {min_delta!r}; e.g. search.min_delta=0.001")
+        min_delta = 0.0
+    if patience is not None and len(metrics) > 1:
+        problems.append("search.patience: a multi-objective study has no single best value to watch; "
+                        "drop search.patience or optimise one metric")
+    enqueue = raw.get("enqueue") or []
+    if not isinstance(enqueue, list) or not all(isinstance(e, dict) and e for e in enqueue):
+        problems.append(f"search.enqueue must be a list of parameter sets, got {enqueue!r}; e.g. "
+                        "search.enqueue='[{optimizer.lr: 0.01, data.batch_size: 64}]'")
+        enqueue = []
+    warm = raw.get("warm_start") or {}
+    warm_study, warm_top, warm_storage = None, 5, None
+    if not isinstance(warm, dict) or set(warm) - {"study", "top", "storage"}:
+        problems.append(f"search.warm_start must be a mapping of study, top and storage, got {warm!r}; "
+                        "e.g. search.warm_start.study=digits-mlp search.warm_start.top=5")
+    else:
+        warm_study, warm_top, warm_storage = warm.get("study"), warm.get("top", 5), warm.get("storage")
+        if warm_study is not None and (not isinstance(warm_study, str) or not warm_study):
+            problems.append(f"search.warm_start.study must be a study name or null, got {warm_study!r}")
+            warm_study = None
+        if not isinstance(warm_top, int) or isinstance(warm_top, bool) or warm_top < 1:
+            problems.append(f"search.warm_start.top must be an integer >= 1, got {warm_top!r}")
+            warm_top = 5
+        if warm_storage is not None and (not isinstance(warm_storage, str) or not warm_storage):
+            problems.append(f"search.warm_start.storage must be a storage URL or null, got {warm_storage!r}")
+            warm_storage = None
     params = raw.get("params")
     if not isinstance(params, dict) or not params:
         problems.append("search.params must map config keys to search spaces; see README 'Search spaces'")
@@ -182,4 +232,12 @@ def parse_settings(
         sampler_name=choices.get("search/sampler", "custom"),
         pruner_name=choices.get("search/pruner", "custom"),
         params=params,
+        enqueue=tuple(enqueue),
+        warm_start_study=warm_study,
+        warm_start_top=warm_top,
+        warm_start_storage=warm_storage,
+        patience=patience,
+        min_delta=float(min_delta),
+        trial_timeout=float(trial_timeout) if trial_timeout is not None else None,
+        epoch_budget=epoch_budget,
     )

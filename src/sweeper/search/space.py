@@ -74,6 +74,22 @@ class Param:
         """The config value for what Optuna stored."""
         return json.loads(value) if self.encoded else value
 
+    def encode(self, value: Any, where: str) -> Any:
+        """What Optuna stores for the config value ``value``; ConfigError when the space
+        cannot hold it (``where`` names the entry in the message)."""
+        if self.kind == "categorical":
+            if value not in self.choices:
+                raise ConfigError(f"{where}: {self.key}={value!r} is not one of its choices "
+                                  f"{list(self.choices)}")
+            return json.dumps(value) if self.encoded else value
+        if not _number(value) or (self.kind == "int" and not isinstance(value, int)):
+            raise ConfigError(f"{where}: {self.key} must be {'an integer' if self.kind == 'int' else 'a number'}, "
+                              f"got {value!r}")
+        if not self.low <= value <= self.high:
+            raise ConfigError(f"{where}: {self.key}={value!r} is outside its range "
+                              f"[{self.low}, {self.high}]")
+        return value
+
     def grid(self) -> list[Any]:
         if self.kind == "categorical":
             return self.optuna_choices()
@@ -125,6 +141,16 @@ class SearchSpace:
     def decode(self, optuna_params: Mapping[str, Any]) -> dict[str, Any]:
         by_key = {p.key: p for p in self.params}
         return {k: by_key[k].decode(v) if k in by_key else v for k, v in optuna_params.items()}
+
+    def encode(self, values: Mapping[str, Any], where: str) -> dict[str, Any]:
+        """Optuna's parameters for config values (a warm-start point); every key must be
+        searched and every value inside the space."""
+        by_key = {p.key: p for p in self.params}
+        unknown = sorted(set(values) - set(by_key))
+        if unknown:
+            raise ConfigError(f"{where}: {', '.join(unknown)} not in search.params "
+                              f"(searched keys: {', '.join(by_key)})")
+        return {k: by_key[k].encode(v, where) for k, v in values.items()}
 
     def grid(self) -> dict[str, list[Any]]:
         for p in self.params:

@@ -7,13 +7,69 @@ import json
 from typing import Any
 
 from sweeper.errors import ConfigError
-from sweeper.search.records import CV_ATTR, METRICS_ATTR, PARENT_ATTR, SPACE_ATTR
+from sweeper.search.records import CONFIG_ATTR, CV_ATTR, METRICS_ATTR, PARENT_ATTR, SPACE_ATTR
 from sweeper.search.settings import SearchSettings
 from sweeper.search.space import SearchSpace
 from sweeper.tracking.stores import mask_url
 
+# Keys that say how or where a trial runs, not what it computes: a study resumes on
+# another machine, accelerator or tracking store. (seed, data, model, optimizer,
+# scheduler and the trainer's budget all define the trials.)
+RUN_ONLY_KEYS = (
+    "tracking", "progress_bar", "test", "checkpoint",
+    "trainer.accelerator", "trainer.devices", "trainer.strategy", "trainer.num_nodes",
+    "trainer.log_every_n_steps", "trainer.enable_progress_bar", "trainer.benchmark",
+    "data.num_workers", "data.eval_batch_size", "data.root", "data.path", "data.download",
+)  # fmt: skip
 
-def open_study(settings: SearchSettings, storage: Any, space: SearchSpace) -> Any:
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict) and value:
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(_flatten(item, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): value}
+
+
+def study_config(base: Any, search: Any, space: SearchSpace) -> dict[str, Any]:
+    """What defines a study's trials, as flat ``key: value``: the resolved base config
+    without run-only keys and without the searched keys (each trial sets those), plus
+    ``search.sampler.*`` and ``search.pruner.*``."""
+    from omegaconf import OmegaConf
+
+    def plain(node: Any) -> Any:
+        try:
+            return OmegaConf.to_container(node, resolve=True)
+        except Exception:  # noqa: BLE001 - an interpolation only another process can resolve
+            return OmegaConf.to_container(node, resolve=False)
+
+    flat = _flatten(plain(base))
+    flat.update(_flatten({"search": {"sampler": plain(search.sampler), "pruner": plain(search.pruner)}}))
+    dropped = (*RUN_ONLY_KEYS, *(p.key for p in space.params))
+    return {k: json.dumps(v, sort_keys=True, default=str) for k, v in sorted(flat.items())
+            if not any(k == d or k.startswith(d + ".") for d in dropped)}
+
+
+def config_changes(old: dict[str, Any], new: dict[str, Any], limit: int = 4) -> tuple[list[str], int]:
+    """Phrases for the keys whose value differs (at most ``limit``) and their count."""
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    phrases = []
+    for key in changed[:limit]:
+        if key not in old:
+            phrases.append(f"{key}={new[key]} is new")
+        elif key not in new:
+            phrases.append(f"{key} (was {old[key]}) is gone")
+        else:
+            phrases.append(f"{key}={new[key]} (was {old[key]})")
+    return phrases, len(changed)
+
+
+def open_study(settings: SearchSettings, storage: Any, space: SearchSpace,
+               config: dict[str, Any] | None = None) -> Any:
+    """Create the study, or load it and refuse what would make its trials incomparable:
+    other directions, space, metric, folds, or ``config`` (:func:`study_config`) than
+    it was created with (``search.force=true`` resumes anyway, except for directions)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -54,6 +110,18 @@ def open_study(settings: SearchSettings, storage: Any, space: SearchSpace) -> An
                 f"{attrs.get(CV_ATTR, 1)} fold(s), not {settings.cv_folds}; start a new study with "
                 "search.study_name=<new name> or resume anyway with search.force=true"
             )
+        stored = attrs.get(CONFIG_ATTR)
+        if config is not None and stored is not None and stored != config:
+            phrases, count = config_changes(stored, config)
+            more = f" and {count - len(phrases)} more" if count > len(phrases) else ""
+            raise ConfigError(
+                f"study '{settings.study_name}' was created with another config: "
+                f"{'; '.join(phrases)}{more}; its trials would not be comparable. Start a new "
+                "study with search.study_name=<new name>, undo the change, or resume anyway "
+                "with search.force=true"
+            )
+    if config is not None:
+        study.set_user_attr(CONFIG_ATTR, config)
     study.set_user_attr(SPACE_ATTR, signature)
     study.set_user_attr(METRICS_ATTR, list(settings.metrics))
     study.set_user_attr(CV_ATTR, settings.cv_folds)

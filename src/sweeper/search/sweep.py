@@ -23,16 +23,18 @@ from omegaconf import DictConfig, open_dict
 from sweeper.composition import without_searchpath
 from sweeper.config import composed_form, redacted, validate_train_config, without_password
 from sweeper.errors import ConfigError, SweeperError
-from sweeper.search.finish import finish
+from sweeper.search.control import enqueue_points, start_points, stop_reason
+from sweeper.search.finish import finish, report_finished
 from sweeper.search.plan import SweepPlan
 from sweeper.search.preflight import check_trials
 from sweeper.search.processes import WorkerPool, worker_envs, worker_threads
-from sweeper.search.records import TARGET_ATTR
+from sweeper.search.records import FINISHED_ATTR, TARGET_ATTR
 from sweeper.search.report import Progress, say
+from sweeper.search.samplers import build_pruner, build_sampler
 from sweeper.search.settings import SearchSettings, parse_settings
 from sweeper.search.space import parse_space
 from sweeper.search.storage import default_storage, open_storage, study_lock
-from sweeper.search.study import open_study, parent_run
+from sweeper.search.study import open_study, parent_run, study_config
 from sweeper.search.trials import (
     close_finished_trial_runs,
     counts,
@@ -45,6 +47,8 @@ from sweeper.tracking.stores import store_exists
 log = logging.getLogger(__name__)
 
 EXIT_FAILURES, EXIT_CONFIG = 3, 4
+STUDY_ENDS = ("complete", "plateau", "epoch budget")  # the study is finished: a re-run changes nothing
+FINISHED_OUTCOMES = (*STUDY_ENDS, "timeout")  # the parent run ends FINISHED
 
 
 def _writable(folder: Path) -> None:
@@ -111,10 +115,15 @@ def _run_sweep(
         raise ConfigError("search.cv.folds: cross-validation scores one metric; drop the extra "
                           "search.metric entries or set search.cv.folds=1")
     check_trials(space, cfg, without_searchpath(overrides), settings)
+    grid = space.grid() if str(cfg.search.sampler.get("_target_", "")).endswith("GridSampler") else None
+    # built once here so that a bad argument stops the sweep before anything exists
+    build_sampler(cfg.search.sampler, grid)
+    build_pruner(cfg.search.pruner)
+    points = start_points(settings, space)
     n_trials = settings.n_trials
-    if settings.sampler_name == "grid":
+    if grid is not None:
         size = 1
-        for values in space.grid().values():
+        for values in grid.values():
             size *= len(values)
         if size < n_trials:
             say(f"grid has {size} points: running {size} trials, not {n_trials}")
@@ -130,7 +139,13 @@ def _run_sweep(
     else:  # a bad URL must not leave a folder behind
         storage = open_storage(storage_url)
         _writable(study_dir)
-    study = open_study(settings, storage, space)
+    study = open_study(settings, storage, space, study_config(base, cfg.search, space))
+    trials = study.get_trials(deepcopy=False)
+    c = counts(trials)
+    stop = stop_reason(trials, settings)
+    if study.user_attrs.get(FINISHED_ATTR) and not c["RUNNING"] and (c["DONE"] >= n_trials or stop):
+        report_finished(study, settings, space, storage_url, n_trials, stop)
+        return 0  # a finished study: both stores stay as they are
 
     tracker = None
     if cfg.tracking.enabled:
@@ -153,11 +168,18 @@ def _run_sweep(
         # one parent run per study, however many machines start at once
         with study_lock(storage_url, settings.study_name):
             parent = parent_run(tracker, study, settings, storage_url, space)
+    if points:
+        with study_lock(storage_url, settings.study_name):
+            queued = enqueue_points(study, points)
+        say(f"queued {queued} start point(s) to try first"
+             + (f" ({len(points) - queued} already in the study)" if queued < len(points) else ""))
     study.set_user_attr(TARGET_ATTR, n_trials)
     if tracker is not None and parent:
         tracker.set_tags(parent, {"n_trials": n_trials, "outcome": "running"})
 
-    done_before = counts(study.get_trials(deepcopy=False))["DONE"]
+    trials = study.get_trials(deepcopy=False)
+    done_before = counts(trials)["DONE"]
+    stop = stop_reason(trials, settings)
     if done_before:
         say(f"resuming study '{settings.study_name}': {done_before} of {n_trials} trials already finished")
     started = time.time()
@@ -183,7 +205,7 @@ def _run_sweep(
          f"x {threads} thread(s), "
          f"sampler {settings.sampler_name}, pruner {settings.pruner_name}; logs in {study_dir}")
     progress = Progress(settings.study_name, n_trials, settings.workers, settings.metrics[0])
-    if done_before >= n_trials:
+    if done_before >= n_trials or stop:
         codes, interrupted = [0], False  # nothing left to run: report the finished study
     else:
         pool.go(plan_file, study_dir, storage_url, worker_overrides)
@@ -203,7 +225,12 @@ def _run_sweep(
         outcome = "too many failures"
     elif any(code not in (0, None) for code in codes):
         outcome = "worker error"
-    elif settings.timeout and counts(study.get_trials(deepcopy=False))["DONE"] < n_trials:
+    elif counts(study.get_trials(deepcopy=False))["DONE"] >= n_trials:
+        outcome = "complete"
+    elif (stop := stop_reason(study.get_trials(deepcopy=False), settings)) is not None:
+        outcome = stop[0]
+        say(f"search stopped early: {stop[1]}")
+    elif settings.timeout:
         outcome = "timeout"
     else:
         outcome = "complete"
@@ -211,9 +238,11 @@ def _run_sweep(
         # one machine at a time: the best model is tested and registered once per study
         with study_lock(storage_url, settings.study_name):
             finish(study, plan, tracker, space, outcome)
+        if outcome in STUDY_ENDS:
+            study.set_user_attr(FINISHED_ATTR, outcome)
     finally:
         if tracker is not None and parent:
-            status = {"complete": "FINISHED", "timeout": "FINISHED", "interrupted": "KILLED"}.get(outcome, "FAILED")
+            status = "KILLED" if outcome == "interrupted" else "FINISHED" if outcome in FINISHED_OUTCOMES else "FAILED"
             tracker.set_tags(parent, {"outcome": outcome})
             tracker.end_run(parent, status)  # after the parent's queued writes
     if outcome == "interrupted":

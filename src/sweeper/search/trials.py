@@ -14,6 +14,8 @@ from sweeper.search.liveness import DEFAULT_TIMEOUT_S, HEARTBEAT_ATTR, WORKER_AT
 FAILURE_ATTR = "sweeper.failure"  # one-line reason
 FAILURE_KIND_ATTR = "sweeper.failure_kind"  # error | abandoned | interrupted | diverged
 ATTEMPT_ATTR = "sweeper.attempt"
+PRUNED_BY_ATTR = "sweeper.pruned_by"  # pruner | trial_timeout | diverged
+TRIAL_LOG = "trial.log"  # a trial's output, in its folder and as an artifact of its run
 RUN_ID_ATTR = "mlflow_run_id"
 DONE_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -96,6 +98,7 @@ def mlflow_outcome(trial: FrozenTrial) -> tuple[dict[str, Any], str]:
     ======================================  ==========  ===========  ==================
     COMPLETE                                COMPLETE    FINISHED     -
     PRUNED (by the pruner)                  PRUNED      FINISHED     ``prune_reason``
+    PRUNED (``search.trial_timeout``)       PRUNED      FINISHED     ``prune_reason``
     PRUNED (diverged: a non-finite loss)    PRUNED      FINISHED     ``prune_reason``
     FAIL, kind ``error``                    FAILED      FAILED       ``failure_reason``
     FAIL, kind ``abandoned`` (worker gone)  FAILED      FAILED       ``failure_reason``
@@ -103,7 +106,10 @@ def mlflow_outcome(trial: FrozenTrial) -> tuple[dict[str, Any], str]:
     SIGTERM)
     ======================================  ==========  ===========  ==================
 
-    A retried trial is a new trial (``sweeper.retry_of``) with a run of its own.
+    A PRUNED run's ``pruned_by`` tag says which (``pruner``, ``trial_timeout``,
+    ``diverged``); the pruner never stops a trial after its last epoch, so a PRUNED trial
+    always stopped early. A retried trial is a new trial (``sweeper.retry_of``) with a
+    run of its own.
     """
     attrs = trial.user_attrs
     epochs = attrs.get("epochs", len(trial.intermediate_values) or None)
@@ -112,7 +118,8 @@ def mlflow_outcome(trial: FrozenTrial) -> tuple[dict[str, Any], str]:
         return {"state": "COMPLETE", "epochs": epochs}, "FINISHED"
     if state == "PRUNED":
         reason = attrs.get("prune_reason") or attrs.get(FAILURE_ATTR)
-        return {"state": "PRUNED", "prune_reason": reason, "epochs": epochs}, "FINISHED"
+        return {"state": "PRUNED", "prune_reason": reason, "epochs": epochs,
+                "pruned_by": attrs.get(PRUNED_BY_ATTR, "pruner")}, "FINISHED"
     kind = attrs.get(FAILURE_KIND_ATTR, "error")
     tags = {"state": "FAILED", "failure_reason": attrs.get(FAILURE_ATTR, "failed"), "failure_kind": kind,
             "epochs": epochs}

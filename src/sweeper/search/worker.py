@@ -7,6 +7,7 @@ ends with exactly ``n_trials`` finished trials.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -14,20 +15,26 @@ import math
 import os
 import sys
 import time
+import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sweeper.errors import ConfigError, DivergedError, SweeperError
+from sweeper.search.control import stop_reason
 from sweeper.search.liveness import HEARTBEAT_ATTR, WORKER_ATTR, Heartbeat, worker_id
 from sweeper.search.plan import SweepPlan
+from sweeper.search.samplers import build_pruner, build_sampler
 from sweeper.search.space import SearchSpace, parse_space, split_overrides
 from sweeper.search.trials import (
     ATTEMPT_ATTR,
     FAILURE_ATTR,
     FAILURE_KIND_ATTR,
+    PRUNED_BY_ATTR,
     RUN_ID_ATTR,
+    TRIAL_LOG,
     counts,
     maybe_retry,
     record_outcome,
@@ -114,7 +121,7 @@ class Worker:
         self.lock = lambda: study_lock(self.storage_url, plan.study_name)
         base = compose_sweep(plan.overrides)
         sampler = self._sampler(base)
-        pruner = _instantiate(base.search.pruner) if not self.settings.multi_objective else None
+        pruner = build_pruner(base.search.pruner, self.settings.multi_objective)
         self.study = optuna.load_study(
             study_name=plan.study_name, storage=self.storage, sampler=sampler, pruner=pruner
         )
@@ -128,15 +135,14 @@ class Worker:
 
     def _sampler(self, base: DictConfig) -> Any:
         node = base.search.sampler
-        kwargs: dict[str, Any] = {}
+        seed = None
         if "seed" in node and node.seed is not None:
             # Distinct streams per worker and per resume: otherwise two workers (or a
             # resumed random search) would propose the very same points.
             existing = len(self.storage.get_all_trials(self.storage.get_study_id_from_name(self.plan.study_name), deepcopy=False))
-            kwargs["seed"] = int(node.seed) + 7919 * self.index + existing
-        if str(node._target_).endswith("GridSampler"):
-            kwargs["search_space"] = self.space.grid()
-        return _instantiate(node, **kwargs)
+            seed = int(node.seed) + 7919 * self.index + existing
+        grid = self.space.grid() if str(node._target_).endswith("GridSampler") else None
+        return build_sampler(node, grid, seed)
 
     # ----------------------------------------------------------------------- claim
 
@@ -154,6 +160,8 @@ class Worker:
                 return "done"
             if self.plan.deadline is not None and time.time() > self.plan.deadline:
                 return "timeout"
+            if stop_reason(trials, self.settings) is not None:
+                return "stopped"
             recent = [
                 t for t in trials
                 if t.datetime_start and t.datetime_start.timestamp() >= self.plan.started_at
@@ -190,17 +198,36 @@ class Worker:
             if self.tracker is not None:
                 self.tracker.flush()  # the last trials' MLflow writes, before the process ends
 
-    def _fail(self, trial: Any, reason: str, kind: str, retry: bool) -> None:
+    def _tell(self, trial: Any, log_file: Path, *args: Any, **kwargs: Any) -> Any:
+        """Tell Optuna, then mirror the outcome onto the trial's MLflow run with its log."""
+        frozen = self.study.tell(trial, *args, **kwargs)
+        run_id = frozen.user_attrs.get(RUN_ID_ATTR)
+        if self.tracker is not None and run_id and log_file.is_file():
+            self.tracker.log_artifact(run_id, log_file)  # queued before the run's end
+        record_outcome(self.tracker, frozen)
+        return frozen
+
+    def _fail(self, trial: Any, log_file: Path, reason: str, kind: str, retry: bool) -> None:
         from optuna.trial import TrialState
 
         trial.set_user_attr(FAILURE_ATTR, reason[:2000])
         trial.set_user_attr(FAILURE_KIND_ATTR, kind)
-        frozen = self.study.tell(trial, state=TrialState.FAIL)
-        record_outcome(self.tracker, frozen)
+        frozen = self._tell(trial, log_file, state=TrialState.FAIL)
         if retry:
             maybe_retry(self.study, frozen, self.settings.retries)
 
     def _run_trial(self, trial: Any, values: dict[str, Any]) -> None:
+        """Train one trial with its output (and the traceback of a failure) in
+        ``trial_NNNN/trial.log``, kept as an artifact of its run."""
+        trial_dir = self.study_dir / f"trial_{trial.number:04d}"
+        trial_dir.mkdir(parents=True, exist_ok=True)
+        log_file = trial_dir / TRIAL_LOG
+        with output_to(log_file):
+            print(f"trial #{trial.number} (attempt {trial.user_attrs.get(ATTEMPT_ATTR, 1)}) on worker "
+                  f"{worker_id()}: {json.dumps(values, default=str)}", flush=True)
+            self._train_trial(trial, values, trial_dir, log_file)
+
+    def _train_trial(self, trial: Any, values: dict[str, Any], trial_dir: Path, log_file: Path) -> None:
         from optuna.trial import TrialState
 
         from sweeper.search.pruning import pruning_callback
@@ -210,7 +237,8 @@ class Worker:
         try:
             cfg = trial_config(self.plan.overrides, values, self.plan, self._configs)
         except SweeperError as exc:
-            self._fail(trial, str(exc), "error", retry=False)
+            print(f"sweeper: error: {exc}", file=sys.stderr, flush=True)
+            self._fail(trial, log_file, str(exc), "error", retry=False)
             return
         groups, _ = split_overrides(values)
         choices = {**self.plan.choices, **{g.split("=", 1)[0]: g.split("=", 1)[1] for g in groups}}
@@ -227,13 +255,20 @@ class Worker:
             child.append(run_id)
             trial.set_user_attr(RUN_ID_ATTR, run_id)
 
-        trial_dir = self.study_dir / f"trial_{trial.number:04d}"
         trial_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
         beat = Heartbeat(self.storage, trial_id, settings.heartbeat_timeout / 4)
         try:
             with beat:
                 if settings.cv_folds > 1:
                     from sweeper.training.cv import run_cv
+
+                    fold_started = time.monotonic()
+
+                    def fold_callbacks() -> list[Any]:
+                        # epochs are not pruned inside a fold; non-finite runs and the time cap still stop it
+                        left = (None if settings.trial_timeout is None
+                                else max(0.0, settings.trial_timeout - (time.monotonic() - fold_started)))
+                        return [pruning_callback(None, settings.metrics[0], left)]
 
                     def after_fold(index: int, score: float) -> bool:
                         if prune_trial is None:
@@ -246,15 +281,14 @@ class Worker:
                         parent_run_id=self.plan.parent_run_id, run_name=f"trial-{trial.number:04d}",
                         tags=tags, track=self.plan.tracking_enabled, run_started=started,
                         after_fold=after_fold, record_state=False,
-                        # epochs are not pruned inside a fold; the callback still stops non-finite runs
-                        callbacks=lambda: [pruning_callback(None, settings.metrics[0])],
+                        callbacks=fold_callbacks,
                     )  # fmt: skip
                 else:
                     result = run_training(
                         cfg,
                         trial_dir,
                         choices=choices,
-                        callbacks=[pruning_callback(prune_trial, settings.metrics[0])],
+                        callbacks=[pruning_callback(prune_trial, settings.metrics[0], settings.trial_timeout)],
                         parent_run_id=self.plan.parent_run_id,
                         run_name=f"trial-{trial.number:04d}",
                         tags=tags,
@@ -264,17 +298,25 @@ class Worker:
                         record_state=False,  # the outcome is recorded once Optuna is told
                     )
         except KeyboardInterrupt:
-            self._fail(trial, interrupt_reason(), "interrupted", retry=True)
+            print(f"sweeper: {interrupt_reason()}", file=sys.stderr, flush=True)
+            self._fail(trial, log_file, interrupt_reason(), "interrupted", retry=True)
             raise
         except DivergedError as exc:
+            print(f"sweeper: {exc}", file=sys.stderr, flush=True)
             trial.set_user_attr(FAILURE_ATTR, str(exc))
             trial.set_user_attr(FAILURE_KIND_ATTR, "diverged")
-            state = TrialState.FAIL if settings.multi_objective else TrialState.PRUNED
-            record_outcome(self.tracker, self.study.tell(trial, state=state))
+            trial.set_user_attr(PRUNED_BY_ATTR, "diverged")
+            self._tell(trial, log_file, state=TrialState.FAIL if settings.multi_objective else TrialState.PRUNED)
+            return
+        except SweeperError as exc:  # bad config or data: the same again on every retry
+            print(f"sweeper: error: {exc}", file=sys.stderr, flush=True)
+            self._fail(trial, log_file, " ".join(str(exc).split()), "error", retry=False)
             return
         except Exception as exc:  # one trial's error must not end the study
+            traceback.print_exc()
+            sys.stderr.flush()
             reason = " ".join(f"{type(exc).__name__}: {exc}".split())
-            self._fail(trial, reason, "error", retry=True)
+            self._fail(trial, log_file, reason, "error", retry=True)
             return
         trial.set_user_attr("epochs", result.epochs)
         trial.set_user_attr("duration_s", round(result.duration_s, 3))
@@ -283,20 +325,18 @@ class Worker:
             trial.set_user_attr("checkpoint", result.best_checkpoint)
         trial.set_user_attr("config", str(trial_dir / "config.yaml"))
         if result.pruned:
+            print(f"sweeper: {result.prune_reason}", flush=True)
             trial.set_user_attr("prune_reason", result.prune_reason)
-            record_outcome(self.tracker, self.study.tell(trial, state=TrialState.PRUNED))
+            trial.set_user_attr(PRUNED_BY_ATTR, "trial_timeout" if result.timed_out else "pruner")
+            self._tell(trial, log_file, state=TrialState.PRUNED)
             return
         objective = objective_values(result, settings)
         if not all(math.isfinite(v) for v in objective):
-            self._fail(trial, f"non-finite objective {objective}", "error", retry=False)
+            self._fail(trial, log_file, f"non-finite objective {objective}", "error", retry=False)
             return
-        record_outcome(self.tracker, self.study.tell(trial, objective if settings.multi_objective else objective[0]))
-
-
-def _instantiate(node: DictConfig, **kwargs: Any) -> Any:
-    from hydra.utils import instantiate
-
-    return instantiate(node, _convert_="all", **kwargs)
+        print(f"sweeper: complete after {result.epochs} epochs: "
+              + ", ".join(f"{m}={v:.6g}" for m, v in zip(settings.metrics, objective)), flush=True)
+        self._tell(trial, log_file, objective if settings.multi_objective else objective[0])
 
 
 def config_difference(expected: Any, got: Any, prefix: str = "") -> str | None:
@@ -361,6 +401,27 @@ def warm_up(hint: dict[str, Any]) -> None:
                 shared_tracker(cfg.tracking.uri, cfg.tracking.experiment)
     except Exception:
         log.debug("warm-up failed", exc_info=True)
+
+
+@contextlib.contextmanager
+def output_to(path: Path) -> Iterator[None]:
+    """Send this process's stdout and stderr (file descriptors 1 and 2: Python, Lightning
+    and C libraries alike) to ``path`` for the block, then back."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for d in (fd, *saved):
+            os.close(d)
 
 
 def _wait_for_plan(index: int) -> SweepPlan | None:

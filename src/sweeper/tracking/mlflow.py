@@ -313,13 +313,21 @@ def register_model(
     uri: str, run_id: str, model: Any, input_shape: Sequence[int], name: str
 ) -> str:
     """Log ``model`` (a trained LightningModule, any task) as an MLflow PyTorch model of
-    ``run_id`` and register it as a new version of model ``name``; returns the version."""
-    import mlflow
+    ``run_id`` and register it as a new version of model ``name``; returns the version.
+
+    The run is not reopened (``mlflow.start_run`` would make it RUNNING again and rewrite
+    its end time): the model is saved locally, uploaded as the run's ``model`` artifacts
+    and registered from there.
+    """
+    import tempfile
+
     import mlflow.pytorch
     import numpy as np
     import pytorch_lightning as pl
     import torch
     import torchmetrics
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
 
     from sweeper import __version__
 
@@ -334,15 +342,21 @@ def register_model(
     # We log a pickled module on purpose: torch.export (the 'pt2' format) specialises the
     # batch dimension to the example's size. MLflow warns about pickle at every save.
     logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
-    mlflow.set_tracking_uri(uri)
-    with mlflow.start_run(run_id=run_id):
-        info = mlflow.pytorch.log_model(
-            model,
-            name="model",
-            registered_model_name=name,
-            pip_requirements=requirements,
-            input_example=example,
-            await_registration_for=60,
-            serialization_format="pickle",
-        )
-    return str(info.registered_model_version)
+    client = MlflowClient(tracking_uri=uri)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / "model"
+        mlflow.pytorch.save_model(model, str(local), pip_requirements=requirements,
+                                  input_example=example, serialization_format="pickle")
+        client.log_artifacts(run_id, str(local), "model")
+    source = f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/model"
+    try:
+        client.create_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    version = client.create_model_version(name, source, run_id=run_id)
+    deadline = time.monotonic() + 60
+    while version.status == "PENDING_REGISTRATION" and time.monotonic() < deadline:
+        time.sleep(0.2)
+        version = client.get_model_version(name, version.version)
+    return str(version.version)

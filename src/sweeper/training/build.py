@@ -57,7 +57,7 @@ def instantiate(node: DictConfig, group: str, **kwargs: Any) -> Any:
         raise ConfigError(f"{group}: {_short(cause)}; check the {group}.* keys (sweeper train --cfg job)") from exc
     except SweeperError:
         raise
-    except Exception as exc:  # noqa: BLE001 - a user's constructor may raise anything
+    except Exception as exc:
         raise ConfigError(f"{group}: {type(exc).__name__}: {_short(exc)}; check the {group}.* keys") from exc
 
 
@@ -198,7 +198,7 @@ def preflight(cfg: DictConfig, check_batches: bool = True) -> Built:
             datamodule.prepare_data()
         except SweeperError:
             raise
-        except Exception as exc:  # noqa: BLE001 - a user's data module may raise anything
+        except Exception as exc:
             raise DataError(f"data: {type(exc).__name__}: {_short(exc)}; check the data.* keys") from exc
     if built.task != "custom":
         try:
@@ -207,7 +207,7 @@ def preflight(cfg: DictConfig, check_batches: bool = True) -> Built:
             raise
         except SweeperError:
             raise
-        except Exception as exc:  # noqa: BLE001 - a user's data module may raise anything
+        except Exception as exc:
             raise DataError(f"data: {type(exc).__name__}: {_short(exc)}; check the data.* keys") from exc
         module = built.module
         try:

@@ -58,6 +58,7 @@ class TrainResult:
     num_parameters: int = 0
     pruned: bool = False
     prune_reason: str | None = None
+    timed_out: bool = False  # stopped by the pruning callback's time cap
 
 
 def quiet_lightning() -> None:
@@ -248,6 +249,7 @@ def run_training(
             num_parameters=num_parameters,
             pruned=pruner is not None,
             prune_reason=getattr(pruner, "reason", None),
+            timed_out=bool(getattr(pruner, "timed_out", False)),
         )
     except KeyboardInterrupt:
         status = "KILLED"
