@@ -503,6 +503,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sweeper.paths import make_project_importable
 
     make_project_importable()
+    # MLflow draws a progress bar for every artifact it downloads
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     ddp_config = os.environ.get(DDP_CONFIG_ENV)
     if ddp_config and os.environ.get("LOCAL_RANK", "0") != "0":
         # A DDP rank that Lightning started by re-running our command line.

@@ -100,8 +100,7 @@ def stop_reason(trials: list[FrozenTrial], settings: SearchSettings) -> tuple[st
     if settings.epoch_budget is not None:
         used = epochs_used(trials)
         if used >= settings.epoch_budget:
-            return ("epoch budget",
-                    f"the trials trained {used} epochs (search.epoch_budget={settings.epoch_budget})")
+            return ("epoch budget", f"the trials trained {used} epochs (search.epoch_budget={settings.epoch_budget})")
     if settings.patience is not None:
         finished = sorted((t for t in trials if t.state in FINISHED_STATES and t.datetime_complete),
                           key=lambda t: (t.datetime_complete, t.number))
@@ -117,7 +116,7 @@ def stop_reason(trials: list[FrozenTrial], settings: SearchSettings) -> tuple[st
                     continue
             since += 1
         if best is not None and since >= settings.patience:
-            return ("plateau",
-                    f"no improvement of {settings.metrics[0]} by at least {settings.min_delta:g} in the "
-                    f"last {since} finished trials (search.patience={settings.patience})")
+            by = f" by at least {settings.min_delta:g}" if settings.min_delta else ""
+            return ("plateau", (f"no improvement of {settings.metrics[0]}{by} in the last {since} "
+                                f"finished trials (search.patience={settings.patience})"))
     return None
