@@ -199,3 +199,13 @@ def test_non_editable_install_runs_from_any_directory(tmp_path):
     assert len(trials) == 2
     assert {r.data.tags["model_class"] for r in trials} == {"sweeper.models.mlp.MLP"}
     assert {r.data.tags["data_class"] for r in trials} == {"winedata.WineDataModule"}
+
+
+def test_shell_completion_is_refused_in_one_line_and_not_offered_in_help(run_cli):
+    out = run_cli("train", "-sc", "install=bash")
+    assert out.returncode == 2 and out.stderr.strip().splitlines() == [
+        "sweeper: error: shell completion is not offered; `sweeper <command> --help` lists the "
+        "config groups and keys"]
+    helped = run_cli("sweep", "--hydra-help")
+    assert helped.returncode == 0 and "--config-dir" in helped.stdout
+    assert "shell-completion" not in helped.stdout and "-sc" not in helped.stdout

@@ -121,10 +121,19 @@ def test_evaluate_a_study_and_a_run(recorded):
     (child,) = client.search_runs([exp.experiment_id],
                                   f"tags.study = 'alpha' and tags.trial_number = '{parent.data.tags['best_trial']}'")
     # the same checkpoint on the same split scores what the sweep logged
-    assert child.data.metrics["eval/digits/acc"] == pytest.approx(child.data.metrics["test/acc"])
-    # another data config: a different split seed
+    assert child.data.metrics["eval/digits/test/acc"] == pytest.approx(child.data.metrics["test/acc"])
+    # a split seed the model did not train with would put its training samples in the
+    # "test" split: refused, one line, nothing logged
     out = cli(recorded, "evaluate", child.info.run_id, "data.seed=7")
+    (line,) = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and line.startswith("sweeper: error: data.seed:") and "trained" in line
+    out = cli(recorded, "evaluate", child.info.run_id, "data.test_fraction=0.3")
+    assert out.returncode == 2 and "data.test_fraction" in out.stderr
+    # how batches are cut changes no sample: allowed, and scores the same
+    out = cli(recorded, "evaluate", child.info.run_id, "data.eval_batch_size=7")
     assert out.returncode == 0, out.stderr
+    after = client.get_run(child.info.run_id)
+    assert after.data.metrics["eval/digits/test/acc"] == pytest.approx(child.data.metrics["test/acc"])
     bad = cli(recorded, "evaluate", child.info.run_id, "data=mnist", "data.root=/nowhere")
     assert bad.returncode == 2 and "data.download=true" in bad.stderr
     missing = cli(recorded, "evaluate", "0" * 32)

@@ -177,8 +177,8 @@ def test_an_experiment_in_a_user_folder_sweeps_exactly_what_it_asks(project, how
     # later, `sweeper evaluate` re-scores the best trial with the project's own data module
     out = cli(project, "evaluate", "wine_mlp")
     assert out.returncode == 0, out.stderr + out.stdout
-    scored = [r for r in _trials(mlflow_runs(_uri(project))) if "eval/wine/acc" in r.data.metrics]
-    assert len(scored) == 1 and 0.0 <= scored[0].data.metrics["eval/wine/acc"] <= 1.0
+    scored = [r for r in _trials(mlflow_runs(_uri(project))) if "eval/wine/test/acc" in r.data.metrics]
+    assert len(scored) == 1 and 0.0 <= scored[0].data.metrics["eval/wine/test/acc"] <= 1.0
 
 
 @pytest.mark.slow

@@ -42,6 +42,34 @@ def test_an_unpruned_trial_reports_every_epoch(make_cfg, tmp_path):
     assert sorted(study.trials[0].intermediate_values) == [0, 1, 2]
 
 
+def test_a_trial_that_reaches_its_last_epoch_is_never_pruned(make_cfg, tmp_path):
+    # This pruner prunes anything under 0.999 once warm-up ends: here, at the last epoch,
+    # where stopping saves nothing and would throw the trial's value away.
+    pruner = optuna.pruners.ThresholdPruner(lower=0.999, n_warmup_steps=2)
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    trial = study.ask()
+    callback = pruning_callback(trial, "val/acc")
+    result = run_training(make_cfg("model=mlp", "trainer.max_epochs=3", "tracking=none"),
+                          tmp_path / "t", callbacks=[callback])
+    assert not callback.pruned and not result.pruned and result.epochs == 3
+    assert sorted(study.trials[0].intermediate_values) == [0, 1, 2]  # the last value is reported
+    # the same pruner one epoch earlier does prune
+    trial = study.ask()
+    callback = pruning_callback(trial, "val/acc")
+    result = run_training(make_cfg("model=mlp", "trainer.max_epochs=4", "tracking=none"),
+                          tmp_path / "u", callbacks=[callback])
+    assert result.pruned and result.epochs == 3 and "epoch 2" in result.prune_reason
+
+
+def test_the_time_cap_stops_a_trial_mid_epoch(make_cfg, tmp_path):
+    callback = pruning_callback(None, "val/acc", time_limit_s=0.5)
+    result = run_training(make_cfg("model=mlp", "trainer.max_epochs=500", "data.batch_size=8",
+                                   "tracking=none"), tmp_path / "t", callbacks=[callback])
+    assert result.pruned and result.timed_out and callback.timed_out
+    assert "search.trial_timeout=0.5s" in result.prune_reason
+    assert result.epochs < 50 and result.duration_s < 30
+
+
 def _dead_worker() -> str:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     wid = worker_id(proc.pid)

@@ -35,11 +35,20 @@ def test_defaults_parse():
         ("search.study_name='a b'", "search.study_name"),
         ("+search.n_trails=3", "search.n_trails"),
         ("search.threads=0", "search.threads"),
+        ("search.patience=0", "search.patience"),
+        ("search.min_delta=-1", "search.min_delta"),
+        ("search.trial_timeout=0", "search.trial_timeout"),
+        ("search.epoch_budget=1.5", "search.epoch_budget"),
+        ("search.enqueue=[3]", "search.enqueue"),
+        ("search.warm_start.top=0", "search.warm_start.top"),
+        ("+search.warm_start.studdy=x", "search.warm_start"),
+        (("search.metric=[val/acc,val/loss]", "search.direction=[maximize,minimize]", "search.patience=3"),
+         "search.patience"),
     ],
 )
 def test_bad_settings_name_the_key(override, key):
     with pytest.raises(ConfigError) as info:
-        parse_settings(_search(override))
+        parse_settings(_search(*(override if isinstance(override, tuple) else (override,))))
     assert str(info.value).startswith(key)
 
 

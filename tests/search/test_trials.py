@@ -50,7 +50,7 @@ def test_runs_left_running_by_a_killed_worker_are_closed_from_the_study(tmp_path
 
 
 def test_each_optuna_outcome_has_one_mlflow_record():
-    from sweeper.search.trials import FAILURE_KIND_ATTR, mlflow_outcome
+    from sweeper.search.trials import FAILURE_KIND_ATTR, PRUNED_BY_ATTR, mlflow_outcome
 
     def trial(state, **attrs):
         return optuna.trial.create_trial(state=state, value=0.5 if state == TrialState.COMPLETE else None,
@@ -59,6 +59,10 @@ def test_each_optuna_outcome_has_one_mlflow_record():
     assert mlflow_outcome(trial(TrialState.COMPLETE, epochs=2)) == ({"state": "COMPLETE", "epochs": 2}, "FINISHED")
     tags, status = mlflow_outcome(trial(TrialState.PRUNED, prune_reason="pruned at epoch 1"))
     assert (tags["state"], tags["prune_reason"], tags["epochs"], status) == ("PRUNED", "pruned at epoch 1", 2, "FINISHED")
+    assert tags["pruned_by"] == "pruner"
+    tags, status = mlflow_outcome(trial(TrialState.PRUNED, prune_reason="stopped by search.trial_timeout=5s",
+                                        **{PRUNED_BY_ATTR: "trial_timeout"}))
+    assert (tags["state"], tags["pruned_by"], status) == ("PRUNED", "trial_timeout", "FINISHED")
     tags, status = mlflow_outcome(trial(TrialState.PRUNED, **{FAILURE_ATTR: "diverged: loss is nan",
                                                             FAILURE_KIND_ATTR: "diverged"}))
     assert (tags["state"], tags["prune_reason"], status) == ("PRUNED", "diverged: loss is nan", "FINISHED")

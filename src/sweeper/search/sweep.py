@@ -251,9 +251,12 @@ def _run_sweep(
     if outcome == "too many failures":
         reasons = [t.user_attrs.get("sweeper.failure") for t in study.get_trials(deepcopy=False)
                    if t.state.name == "FAIL" and t.user_attrs.get("sweeper.failure_kind") == "error"]
+        cap = settings.n_trials * (settings.retries + 1)
+        why = (f"{len(reasons)} trials failed, n_trials x (retries + 1) = {cap}"
+               if len(reasons) >= cap else f"more than {settings.max_failure_rate:.0%} of trials failed")
         raise SweeperError(
-            f"search stopped: more than {settings.max_failure_rate:.0%} of trials failed "
-            f"(search.max_failure_rate); last error: {reasons[-1] if reasons else 'unknown'}"
+            f"search stopped: {why} (search.max_failure_rate); last error: "
+            f"{reasons[-1] if reasons else 'unknown'}"
         )
     if outcome == "config mismatch":
         raise SweeperError(f"{_worker_error(study_dir)}; see {study_dir}/worker_*.log")

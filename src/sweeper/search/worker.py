@@ -171,6 +171,8 @@ class Worker:
             errors = sum(1 for t in recent if t.user_attrs.get(FAILURE_KIND_ATTR) == "error")
             if len(recent) >= MIN_TRIALS_FOR_FAILURE_RATE and errors / len(recent) > self.settings.max_failure_rate:
                 return "failures"
+            if errors >= self.settings.n_trials * (self.settings.retries + 1):
+                return "failures"  # even with max_failure_rate=1: failures alone never end a study
             if c["DONE"] + c["RUNNING"] >= self.settings.n_trials:
                 return "wait"
             trial = self.study.ask()
