@@ -91,8 +91,14 @@ def test_compare_errors_are_one_line_exit_2(recorded, tmp_path):
     ):
         out = cli(recorded, *args)
         assert out.returncode == 2 and text in out.stderr and len(out.stderr.strip().splitlines()) == 1
-    fresh = cli(tmp_path, "compare")
-    assert fresh.returncode == 2 and "run `sweeper sweep` first" in fresh.stderr
+    # a folder where nothing was recorded: one line from every reading command, and no
+    # store created by reading
+    for args in (["compare"], ["compare", "x"], ["evaluate", "x"], ["logs", "x"], ["logs", "x", "3"],
+                 ["compare", "--storage", "sqlite:///nope.db"], ["compare", "--storage", "x.journal"]):
+        fresh = cli(tmp_path, *args)
+        lines = fresh.stderr.strip().splitlines()
+        assert fresh.returncode == 2 and len(lines) == 1 and "nothing recorded at" in lines[0], (args, fresh.stderr)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_sweep_left_plots_and_evaluation_on_its_runs(recorded):

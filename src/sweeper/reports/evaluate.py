@@ -12,6 +12,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from sweeper.errors import ConfigError, SweeperError
+from sweeper.tracking.stores import require_store
 
 GROUP_OVERRIDE = re.compile(r"^(data)=([A-Za-z0-9_]+)$")
 
@@ -106,6 +107,7 @@ def evaluate_recorded(
     from sweeper.tracking.mlflow import MlflowTracker
     from sweeper.training.evaluate import evaluate_checkpoint
 
+    require_store(uri, "--tracking-uri", "run `sweeper sweep` or `sweeper train` here first, or pass --tracking-uri")
     tracker = MlflowTracker(uri, experiment)
     run = _resolve_run(tracker.client, tracker.experiment_id, target)
     run_id = run.info.run_id

@@ -42,7 +42,9 @@ def load_record(storage_url: str, name: str | None) -> StudyRecord:
     import optuna
 
     from sweeper.search.storage import open_storage
+    from sweeper.tracking.stores import require_store
 
+    require_store(storage_url, "--storage", "give the storage URL the sweep used (search.storage)")
     storage = open_storage(storage_url)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)

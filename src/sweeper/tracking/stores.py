@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sweeper.errors import ConfigError
+from sweeper.errors import ConfigError, SweeperError
 
 T = TypeVar("T")
 POSTGRES_EXTRA = "pip install 'sweeper[postgres]'"
@@ -33,6 +33,32 @@ def store_exists(uri: str) -> bool:
     if uri.startswith("sqlite:///"):
         return Path(uri[len("sqlite:///"):]).is_file()
     return False
+
+
+def local_store_missing(uri: str) -> Path | None:
+    """The file or folder a local store would be in, when it is not there (a server or
+    database URL: None, it cannot be checked without connecting)."""
+    if uri.startswith("sqlite:///"):
+        path = Path(uri[len("sqlite:///"):])
+    elif uri.startswith("journal:///"):
+        path = Path(uri[len("journal:///") - 1:])
+    elif uri.startswith("file:"):
+        from urllib.parse import urlparse
+
+        path = Path(urlparse(uri).path)
+    elif "://" not in uri:
+        path = Path(uri)  # a folder (MLflow) or a .journal file (Optuna)
+    else:
+        return None
+    return None if path.exists() else path
+
+
+def require_store(uri: str, what: str, fix: str) -> None:
+    """Commands that only read refuse a local store that is not there, instead of
+    creating an empty one."""
+    missing = local_store_missing(uri)
+    if missing is not None:
+        raise SweeperError(f"{what}: nothing recorded at {mask_url(uri)} ({missing} does not exist); {fix}")
 
 
 _PASSWORD = re.compile(r"(://[^:/@\s]+):[^@/\s]*@")

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sweeper.errors import SweeperError
+from sweeper.tracking.stores import require_store
 
 
 @dataclass
@@ -58,6 +59,7 @@ class StudyReader:
 
         from sweeper.tracking.mlflow import MlflowTracker  # noqa: F401 - same error handling
 
+        require_store(uri, "--tracking-uri", "run `sweeper sweep` here first, or pass --tracking-uri")
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
         exp = self.client.get_experiment_by_name(experiment)
