@@ -15,12 +15,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import mlflow  # noqa: E402
-import optuna  # noqa: E402
-import pytorch_lightning as pl  # noqa: E402
-from pytorch_lightning.loggers import MLFlowLogger  # noqa: E402
-
-from common import SEED, SPACE, Records, build, trainer_kwargs  # noqa: E402
+import mlflow
+import optuna
+import pytorch_lightning as pl
+from common import SEED, SPACE, Records, build, trainer_kwargs
+from pytorch_lightning.loggers import MLFlowLogger
 
 
 class PruneOnValidation(pl.Callback):

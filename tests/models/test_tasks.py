@@ -41,11 +41,11 @@ class TwoTargets(ArrayDataModule):
 
 
 def test_task_registry_and_training_layer_attributes():
-    assert TASKS == {
+    assert {
         "classification": Classifier,
         "regression": Regressor,
         "autoencoder": Autoencoder,
-    }
+    } == TASKS
     for name, cls in TASKS.items():
         assert issubclass(cls, TaskModule) and cls.task == name
         assert cls.default_mode in ("max", "min") and cls.default_monitor in cls.epoch_metrics

@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import optuna
-import pytest
 from optuna.trial import TrialState
 
 from sweeper.search.liveness import WORKER_ATTR, worker_id

@@ -11,9 +11,9 @@ from omegaconf import open_dict
 
 from sweeper.config import validate_train_config
 from sweeper.paths import conf_dir
+from sweeper.search.preflight import check_trials
 from sweeper.search.settings import parse_settings
 from sweeper.search.space import parse_space
-from sweeper.search.preflight import check_trials
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPES = sorted(p.stem for p in (REPO / "experiments").glob("*.yaml"))

@@ -24,7 +24,7 @@ T0 = dt.datetime(2026, 1, 1)
 def _trial(number: int, value: float | None, state: TrialState = TrialState.COMPLETE, epochs: int = 2):
     trial = optuna.trial.create_trial(
         state=state, value=value if state == TrialState.COMPLETE else None,
-        intermediate_values={i: 0.5 for i in range(epochs)}, user_attrs={"epochs": epochs})
+        intermediate_values=dict.fromkeys(range(epochs), 0.5), user_attrs={"epochs": epochs})
     trial.number = number
     trial.datetime_start = T0 + dt.timedelta(seconds=10 * number)
     trial.datetime_complete = trial.datetime_start + dt.timedelta(seconds=4 + number)

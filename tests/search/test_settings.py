@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import pytest
-from omegaconf import OmegaConf
 
 from sweeper.errors import ConfigError
 from sweeper.search.settings import mask_url, parse_settings

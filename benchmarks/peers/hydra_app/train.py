@@ -21,9 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     import pytorch_lightning as pl
-    from pytorch_lightning.loggers import MLFlowLogger
-
     from common import SEED, Records, build, trainer_kwargs
+    from pytorch_lightning.loggers import MLFlowLogger
 
     start = time.time()
     pl.seed_everything(SEED, verbose=False)

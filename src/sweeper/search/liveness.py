@@ -71,6 +71,6 @@ class Heartbeat:
         while not self._stop.wait(self.interval):
             try:
                 self.storage.set_trial_user_attr(self.trial_id, HEARTBEAT_ATTR, time.time())
-            except Exception:  # noqa: BLE001 - finished meanwhile, or the store blinked: try later
+            except Exception:
                 if self._stop.is_set():
                     return

@@ -30,7 +30,7 @@ def _build(node: DictConfig, group: str, **kwargs: Any) -> Any:
 
     try:
         return instantiate(node, _convert_="all", **kwargs)
-    except Exception as exc:  # noqa: BLE001 - any constructor error is the user's arguments
+    except Exception as exc:
         cause = exc.__cause__ or exc
         args = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k != "_target_"}  # type: ignore[union-attr]
         shown = ", ".join(f"{k}={v!r}" for k, v in args.items())

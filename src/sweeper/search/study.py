@@ -41,7 +41,7 @@ def study_config(base: Any, search: Any, space: SearchSpace) -> dict[str, Any]:
     def plain(node: Any) -> Any:
         try:
             return OmegaConf.to_container(node, resolve=True)
-        except Exception:  # noqa: BLE001 - an interpolation only another process can resolve
+        except Exception:
             return OmegaConf.to_container(node, resolve=False)
 
     flat = _flatten(plain(base))

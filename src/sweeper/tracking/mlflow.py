@@ -100,7 +100,7 @@ class _Writer:
             fn, args, kwargs = item
             try:
                 fn(*args, **kwargs)
-            except Exception as exc:  # noqa: BLE001 - reported, never raised into training
+            except Exception as exc:
                 log.warning("MLflow write %s failed: %s", getattr(fn, "__name__", fn), exc)
 
 

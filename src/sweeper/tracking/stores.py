@@ -173,7 +173,7 @@ def _server_unlock(conn: Any, scheme: str, name: str) -> None:
         else:
             conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": _lock_key(name)})
         conn.commit()
-    except Exception:  # noqa: BLE001 - a broken connection has released the lock already
+    except Exception:
         conn.invalidate()
 
 

@@ -33,7 +33,7 @@ def import_target(node: Any, group: str) -> Any:
         raise ConfigError(f"{group}._target_: missing; name a class, e.g. _target_: mypackage.MyClass")
     try:
         return get_object(target)
-    except Exception as exc:  # noqa: BLE001 - ImportError, AttributeError, errors inside the module
+    except Exception as exc:
         cause = exc.__cause__ or exc
         raise ConfigError(
             f"{group}._target_: cannot import {target!r} ({type(cause).__name__}: {_short(cause)}); "
@@ -212,7 +212,7 @@ def preflight(cfg: DictConfig, check_batches: bool = True) -> Built:
         module = built.module
         try:
             optimizer = module.configure_optimizers()
-        except Exception as exc:  # noqa: BLE001 - e.g. an optimizer key the class does not take
+        except Exception as exc:
             raise ConfigError(
                 f"optimizer: {type(exc).__name__}: {_short(exc)}; check the optimizer.* and scheduler.* keys"
             ) from None
