@@ -277,7 +277,7 @@ def bench_overhead(args: argparse.Namespace) -> None:
             plain_loop(cfg), lightning_floor(cfg), sweeper_train(cfg, tmp_path / f"b-{workload}-warm")
             sweep_trial(worker)
             times: dict[str, list[float]] = {"a": [], "L": [], "b": [], "c": []}
-            shares = []
+            shares: list[dict[str, float]] = []
             timed = Timed()
             for name in ("create_run", "log_batch", "set_terminated", "log_artifact", "log_artifacts"):
                 timed.wrap(mlflow.tracking.MlflowClient, name, "mlflow")
@@ -304,15 +304,14 @@ def bench_overhead(args: argparse.Namespace) -> None:
             rows.append([workload, epochs, med["a"], med["L"], med["b"], med["c"], med["L"] / med["a"],
                          med["b"] / med["a"], med["c"] / med["a"], med["c"] / med["L"]])
 
-            def m(key: str) -> float:
+            def m(key: str, shares: list[dict[str, float]] = shares) -> float:
                 return statistics.median(s.get(key, 0.0) for s in shares)
 
             blocking = m("mlflow blocking") + m("optuna blocking")
             costs.append([workload, m("trial"), m("mlflow blocking"), m("optuna blocking"),
                           blocking / m("trial") * 100, m("mlflow background")])
-        table("Trial overhead (seconds, median of %d; (a) hand-written loop, (L) bare Lightning fit + test, "
-              "(b) sweeper train in-process, (c) one trial of a running sweep with Optuna and MLflow)"
-              % args.repeats,
+        table(f"Trial overhead (seconds, median of {args.repeats}; (a) hand-written loop, (L) bare Lightning fit + "
+              "test, (b) sweeper train in-process, (c) one trial of a running sweep with Optuna and MLflow)",
               ["workload", "epochs", "(a) loop", "(L) Lightning", "(b) train", "(c) trial", "(L)/(a)", "(b)/(a)",
                "(c)/(a)", "(c)/(L)"], rows)
         table("Tracking cost inside one sweep trial (seconds, median): calls the trial waits for, "

@@ -18,6 +18,7 @@ is missing is skipped with a line that says so.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sqlite3
@@ -108,10 +109,8 @@ class PeakMemory(threading.Thread):
             total = 0
             try:
                 for p in [root, *root.children(recursive=True)]:
-                    try:
+                    with contextlib.suppress(psutil.Error):
                         total += p.memory_info().rss
-                    except psutil.Error:
-                        pass
             except psutil.Error:
                 break
             self.peak = max(self.peak, total)
@@ -259,7 +258,7 @@ def main() -> None:
         for (w, name, pruning), rs in results.items():
             if w != workload:
                 continue
-            med = lambda attr: statistics.median(getattr(r, attr) for r in rs)  # noqa: E731
+            med = lambda attr, rs=rs: statistics.median(getattr(r, attr) for r in rs)  # noqa: E731
             wall = med("wall")
             base = ref.get(pruning) or ref.get("none")
             rows.append([name, pruning, wall, f"{wall / base:.2f}" if base else "-", med("fit"),

@@ -348,7 +348,8 @@ def _has_cuda() -> bool:
         pytest.param(["data=mnist"], "mnist", marks=pytest.mark.slow),
         (["+search.params.model.dropout={type: float, low: 0.0, high: 1.5}", "model=mlp"],
          "search.params.model.dropout=1.5"),
-        pytest.param(["+search.params.optimizer.momentum=[0.9]"], "search.params.optimizer.momentum: key not in", marks=pytest.mark.slow),
+        pytest.param(["+search.params.optimizer.momentum=[0.9]"], "search.params.optimizer.momentum: key not in",
+                     marks=pytest.mark.slow),
         (["task=regression"], "num_targets"),
         pytest.param(["search.metric=val/r2"], "search.metric", marks=pytest.mark.slow),
         pytest.param(["trainer.accelerator=gpu"], "trainer", marks=pytest.mark.skipif(

@@ -35,8 +35,8 @@ def build(model: str, lr: float, batch_size: int) -> tuple[Any, Any]:
 
 
 def trainer_kwargs(epochs: int) -> dict[str, Any]:
-    return dict(accelerator="cpu", devices=1, max_epochs=epochs, enable_progress_bar=False,
-                enable_model_summary=False, log_every_n_steps=50)
+    return {"accelerator": "cpu", "devices": 1, "max_epochs": epochs, "enable_progress_bar": False,
+            "enable_model_summary": False, "log_every_n_steps": 50}
 
 
 class Records:

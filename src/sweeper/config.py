@@ -6,7 +6,7 @@ Problems name the override key to fix, and all of them are reported at once.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -97,6 +97,12 @@ def validate_train_config(cfg: DictConfig) -> None:
         raise ConfigError(problems)
 
 
+def as_dict(node: Any, resolve: bool = True) -> dict[str, Any] | None:
+    """``OmegaConf.to_container`` of a mapping node (its keys are names), None for any other node."""
+    data = OmegaConf.to_container(node, resolve=resolve)
+    return cast("dict[str, Any]", data) if isinstance(data, dict) else None
+
+
 def resolved(cfg: DictConfig) -> dict[str, Any]:
     """The config as plain data with every interpolation resolved (Hydra's own node
     dropped), fit to write or log: no password of any URL in it (see :func:`redacted`)."""
@@ -123,4 +129,4 @@ def composed_form(cfg: DictConfig) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"the config must be a mapping, got {type(data).__name__}")
     data.pop("hydra", None)
-    return data
+    return cast("dict[str, Any]", data)

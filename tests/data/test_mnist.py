@@ -40,7 +40,8 @@ def test_idx_round_trip(tmp_path, suffix, array):
 def test_idx_header_matches_the_published_format(tmp_path):
     path = tmp_path / "labels.gz"
     write_idx(path, np.array([7, 2, 1], dtype=np.uint8))
-    raw = gzip.open(path).read()
+    with gzip.open(path) as f:
+        raw = f.read()
     assert raw[:8] == bytes([0, 0, 8, 1, 0, 0, 0, 3])  # magic 0x00000801, count 3
     assert raw[8:] == bytes([7, 2, 1])
 

@@ -288,7 +288,7 @@ def test_non_finite_train_loss_stops_training_and_raises_diverged(make_trainer):
     trainer.fit(model, datamodule=dm)
     assert trainer.current_epoch == 1  # stopped after the first epoch, not the fifth
     assert model.diverged and "train/loss" in model.diverged
-    with pytest.raises(DivergedError, match="lower optimizer.lr"):
+    with pytest.raises(DivergedError, match=r"lower optimizer\.lr"):
         model.check_diverged()
 
 

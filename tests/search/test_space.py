@@ -96,7 +96,8 @@ def test_bad_spaces_name_the_key(params, message):
 def test_grid_and_signature():
     space = parse_space({"a": [1, 2], "b": {"type": "int", "low": 0, "high": 4, "step": 2}})
     assert space.grid() == {"a": [1, 2], "b": [0, 2, 4]}
-    assert parse_space({"a": [1, 2], "b": {"type": "int", "low": 0, "high": 4, "step": 2}}).signature() == space.signature()
+    same = parse_space({"a": [1, 2], "b": {"type": "int", "low": 0, "high": 4, "step": 2}})
+    assert same.signature() == space.signature()
     assert parse_space({"a": [1, 3]}).signature() != space.signature()
     with pytest.raises(ConfigError, match="grid sampler needs a finite set"):
         parse_space({"lr": {"low": 0.1, "high": 1.0}}).grid()

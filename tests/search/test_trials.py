@@ -58,7 +58,8 @@ def test_each_optuna_outcome_has_one_mlflow_record():
 
     assert mlflow_outcome(trial(TrialState.COMPLETE, epochs=2)) == ({"state": "COMPLETE", "epochs": 2}, "FINISHED")
     tags, status = mlflow_outcome(trial(TrialState.PRUNED, prune_reason="pruned at epoch 1"))
-    assert (tags["state"], tags["prune_reason"], tags["epochs"], status) == ("PRUNED", "pruned at epoch 1", 2, "FINISHED")
+    assert (tags["state"], tags["prune_reason"], tags["epochs"], status) == (
+        "PRUNED", "pruned at epoch 1", 2, "FINISHED")
     assert tags["pruned_by"] == "pruner"
     tags, status = mlflow_outcome(trial(TrialState.PRUNED, prune_reason="stopped by search.trial_timeout=5s",
                                         **{PRUNED_BY_ATTR: "trial_timeout"}))
@@ -68,4 +69,5 @@ def test_each_optuna_outcome_has_one_mlflow_record():
     assert (tags["state"], tags["prune_reason"], status) == ("PRUNED", "diverged: loss is nan", "FINISHED")
     for kind, run_status in (("error", "FAILED"), ("abandoned", "FAILED"), ("interrupted", "KILLED")):
         tags, status = mlflow_outcome(trial(TrialState.FAIL, **{FAILURE_ATTR: "why", FAILURE_KIND_ATTR: kind}))
-        assert (tags["state"], tags["failure_kind"], tags["failure_reason"], status) == ("FAILED", kind, "why", run_status)
+        assert (tags["state"], tags["failure_kind"], tags["failure_reason"], status) == (
+            "FAILED", kind, "why", run_status)

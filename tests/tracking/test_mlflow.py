@@ -74,5 +74,5 @@ def test_a_failed_write_is_reported_and_does_not_stop_later_writes(tmp_path, cap
 
 
 def test_unusable_store_is_a_user_error(tmp_path):
-    with pytest.raises(SweeperError, match="tracking.uri"):
+    with pytest.raises(SweeperError, match=r"tracking\.uri"):
         MlflowTracker("bogus-scheme://x", "exp")

@@ -78,7 +78,7 @@ def test_failure_mid_training_marks_run_failed(make_cfg, tmp_path, tracking_uri)
 def test_diverging_run_fails_with_a_clear_error(make_cfg, tmp_path, tracking_uri):
     cfg = make_cfg("optimizer=sgd", "optimizer.lr=1e6", "optimizer.momentum=0.99", "model=mlp",
                    "trainer.max_epochs=5")
-    with pytest.raises(DivergedError, match="optimizer.lr"):
+    with pytest.raises(DivergedError, match=r"optimizer\.lr"):
         run_training(cfg, tmp_path / "out")
     (run,) = mlflow_runs(tracking_uri)
     assert run.info.status == "FAILED" and "diverged" in run.data.tags["failure_reason"]

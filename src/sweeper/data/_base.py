@@ -6,6 +6,7 @@ cut by indexing whole tensors: no per-sample Python work in the training loop.
 
 from __future__ import annotations
 
+import itertools
 import numbers
 from collections.abc import Iterator
 
@@ -60,7 +61,7 @@ class TensorBatches:
         rank, world = _rank_and_world()
         n = len(self.x)
         per_rank = -(-n // world) if self.shuffle else len(range(rank, n, world))
-        return -(-per_rank // self.batch_size)
+        return (per_rank + self.batch_size - 1) // self.batch_size
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         idx = self._indices()
@@ -152,9 +153,7 @@ class InMemoryDataModule(pl.LightningDataModule):
             )
         else:
             splitter = KFold(folds, shuffle=True, random_state=self.seed)
-        for i, (train_pos, val_pos) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
-            if i == index:
-                break
+        train_pos, val_pos = next(itertools.islice(splitter.split(np.zeros(len(labels)), labels), int(index), None))
         self.splits = self._fold_splits(base, np.sort(train_pos), np.sort(val_pos))
         self.fold = (int(index), int(folds))
 

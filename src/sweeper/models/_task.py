@@ -245,6 +245,7 @@ class TaskModule(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         factory = self.optimizer_factory or callable_from_spec({TARGET: "torch.optim.Adam"})
+        assert factory is not None  # a spec with a target gives a callable
         optimizer = factory(self.parameters())
         if self.scheduler_factory is None:
             return optimizer

@@ -94,9 +94,12 @@ class Classifier(TaskModule):
     def _metrics_for(self, stage: str, logits: torch.Tensor) -> MetricCollection:
         if self.hparams["num_classes"] is None:
             self._set_num_classes(logits.shape[1])
+            assert self.val_metrics is not None and self.test_metrics is not None
             self.val_metrics.to(self.device)
             self.test_metrics.to(self.device)
-        return self.val_metrics if stage == "val" else self.test_metrics
+        metrics = self.val_metrics if stage == "val" else self.test_metrics
+        assert metrics is not None  # set with num_classes
+        return metrics
 
     @classmethod
     def data_kwargs(cls, datamodule: Any) -> dict[str, Any]:

@@ -51,6 +51,8 @@ class Regressor(TaskModule):
     default_monitor = "val/loss"
     default_mode = "min"
     epoch_metrics = ("train/loss", "val/loss", "val/mae", "val/r2")
+    target_mean: torch.Tensor  # buffers, registered in __init__
+    target_std: torch.Tensor
 
     def __init__(
         self,

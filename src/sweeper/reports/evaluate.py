@@ -6,10 +6,10 @@ import re
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from sweeper.errors import ConfigError, SweeperError
 from sweeper.tracking.stores import require_store
@@ -132,7 +132,7 @@ def evaluate_recorded(
                 f"run {run_id} has no checkpoint (no checkpoints/best.ckpt artifact, no file in "
                 "its output_dir); evaluate a run trained with checkpoint=true"
             )
-        cfg = OmegaConf.load(config_path)
+        cfg = cast(DictConfig, OmegaConf.load(config_path))  # sweeper wrote it, a mapping
         trained = OmegaConf.to_container(cfg.data, resolve=True)
         data_name = _apply(cfg, overrides, config_dirs)
         OmegaConf.resolve(cfg)

@@ -38,7 +38,7 @@ def worker_id(pid: int | None = None) -> str:
 def is_alive(worker: str, heartbeat: float | None, now: float | None = None,
              timeout: float = DEFAULT_TIMEOUT_S) -> bool:
     # host names may hold ':' (IPv6, scheduler ids): pid and start time are the last two fields
-    where, pid_text, started_text = (worker.rsplit(":", 2) + ["", ""])[:3]
+    where, pid_text, started_text = [*worker.rsplit(":", 2), "", ""][:3]
     if where == host():
         try:
             proc = psutil.Process(int(pid_text))

@@ -58,7 +58,9 @@ def _strip(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
-def _variants(space: SearchSpace, base: DictConfig, overrides: list[str]) -> Iterator[tuple[dict[str, str], DictConfig]]:
+def _variants(
+    space: SearchSpace, base: DictConfig, overrides: list[str]
+) -> Iterator[tuple[dict[str, str], DictConfig]]:
     """``(group choices, composed config)`` for the combinations of searched groups."""
     from sweeper.composition import compose, group_options
 
@@ -93,8 +95,8 @@ def _probes(p: Param) -> list[Any]:
     if p.kind == "categorical":
         return list(p.choices)
     if p.kind == "int":
-        return sorted({int(p.low), int(p.high)})  # type: ignore[arg-type]
-    return sorted({float(p.low), float(p.high)})  # type: ignore[arg-type]
+        return sorted({int(v) for v in p.bounds()})
+    return sorted({float(v) for v in p.bounds()})
 
 
 def check_trials(space: SearchSpace, cfg: DictConfig, overrides: list[str], settings: SearchSettings) -> None:
@@ -129,7 +131,8 @@ def check_trials(space: SearchSpace, cfg: DictConfig, overrides: list[str], sett
                 continue
             if p.key.split(".", 1)[0] in searched_groups and p.key.split(".", 1)[0] not in combo:
                 continue
-            probes += [(p.key, p.decode(v) if p.encoded else v) for v in (p.optuna_choices() if p.encoded else _probes(p))]
+            values = p.optuna_choices() if p.encoded else _probes(p)
+            probes += [(p.key, p.decode(v) if p.encoded else v) for v in values]
         for key, value in probes:
             if builds >= MAX_BUILDS:
                 return
@@ -139,10 +142,12 @@ def check_trials(space: SearchSpace, cfg: DictConfig, overrides: list[str], sett
             label = f"search.params.{key}={value!r} ({where})" if key else where
             try:
                 validate_train_config(trial_cfg)
-                data_key = json.dumps(OmegaConf.to_container(trial_cfg.data, resolve=True), sort_keys=True, default=str)
+                data = OmegaConf.to_container(trial_cfg.data, resolve=True)
+                data_key = json.dumps(data, sort_keys=True, default=str)
                 built = preflight(trial_cfg, check_batches=data_key not in loaded)
                 loaded.add(data_key)
-                trainer_key = json.dumps(OmegaConf.to_container(trial_cfg.trainer, resolve=True), sort_keys=True, default=str)
+                trainer = OmegaConf.to_container(trial_cfg.trainer, resolve=True)
+                trainer_key = json.dumps(trainer, sort_keys=True, default=str)
                 if trainer_key not in trainers:
                     check_trainer(trial_cfg)
                     trainers.add(trainer_key)

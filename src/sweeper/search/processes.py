@@ -10,6 +10,7 @@ starts (bad input), the workers, which have done nothing but import, are ended a
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -30,10 +31,8 @@ POLL_S = 0.05  # how often it looks for ended workers
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
     """Linux: a worker gets SIGTERM when the coordinator dies, even by ``kill -9``; it then
     marks its trial and ends (see :mod:`sweeper.signals`)."""
-    try:
+    with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 def _gpu_count() -> int:

@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 import optuna
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from sweeper.config import as_dict
 from sweeper.errors import ConfigError
 
 
@@ -32,7 +33,7 @@ def _build(node: DictConfig, group: str, **kwargs: Any) -> Any:
         return instantiate(node, _convert_="all", **kwargs)
     except Exception as exc:
         cause = exc.__cause__ or exc
-        args = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k != "_target_"}  # type: ignore[union-attr]
+        args = {k: v for k, v in (as_dict(node) or {}).items() if k != "_target_"}
         shown = ", ".join(f"{k}={v!r}" for k, v in args.items())
         first = " ".join(str(cause).split())[:300]
         raise ConfigError(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -12,6 +12,7 @@ from sweeper.errors import ConfigError
 from sweeper.tracking.stores import mask_url  # noqa: F401 - part of this module's interface
 
 DIRECTIONS = ("maximize", "minimize")
+Direction = Literal["maximize", "minimize"]
 
 
 @dataclass(frozen=True)
@@ -21,7 +22,7 @@ class SearchSettings:
     n_trials: int = 20
     timeout: float | None = None
     metrics: tuple[str, ...] = ("val/acc",)
-    directions: tuple[str, ...] = ("maximize",)
+    directions: tuple[Direction, ...] = ("maximize",)
     study_name: str = "sweep"
     storage: str | None = None
     workers: int = 1
@@ -212,6 +213,7 @@ def parse_settings(
         params = {}
     if problems:
         raise ConfigError(problems)
+    assert isinstance(name, str)  # else a problem above
     choices = choices or {}
     return SearchSettings(
         n_trials=n_trials,

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 from sweeper.errors import ConfigError
 
@@ -49,6 +49,11 @@ class Param:
     def is_group(self) -> bool:
         return self.key in GROUPS
 
+    def bounds(self) -> tuple[float, float]:
+        """``(low, high)`` of a range (kind float or int)."""
+        assert self.low is not None and self.high is not None, f"{self.key} is not a range"
+        return self.low, self.high
+
     def active(self, values: Mapping[str, Any]) -> bool:
         return all(values.get(k) in allowed for k, allowed in self.when)
 
@@ -60,9 +65,10 @@ class Param:
         )
 
         if self.kind == "float":
-            return FloatDistribution(self.low, self.high, log=self.log, step=self.step)
+            return FloatDistribution(*self.bounds(), log=self.log, step=self.step)
         if self.kind == "int":
-            return IntDistribution(self.low, self.high, log=self.log, step=self.step or 1)
+            low, high = self.bounds()
+            return IntDistribution(int(low), int(high), log=self.log, step=int(self.step or 1))
         return CategoricalDistribution(self.optuna_choices())
 
     def optuna_choices(self) -> list[Any]:
@@ -85,7 +91,8 @@ class Param:
         if not _number(value) or (self.kind == "int" and not isinstance(value, int)):
             raise ConfigError(f"{where}: {self.key} must be {'an integer' if self.kind == 'int' else 'a number'}, "
                               f"got {value!r}")
-        if not self.low <= value <= self.high:
+        low, high = self.bounds()
+        if not low <= value <= high:
             raise ConfigError(f"{where}: {self.key}={value!r} is outside its range "
                               f"[{self.low}, {self.high}]")
         return value
@@ -93,15 +100,16 @@ class Param:
     def grid(self) -> list[Any]:
         if self.kind == "categorical":
             return self.optuna_choices()
+        low, high = self.bounds()
         if self.kind == "int":
-            return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
+            return list(range(int(low), int(high) + 1, int(self.step or 1)))
         if self.step is None:
             raise ConfigError(
                 f"search.params.{self.key}: the grid sampler needs a finite set; give choices "
                 "or a step"
             )
-        count = int(round((self.high - self.low) / self.step))
-        return [self.low + i * self.step for i in range(count + 1)]
+        count = round((high - low) / self.step)
+        return [low + i * self.step for i in range(count + 1)]
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": self.kind}
@@ -180,7 +188,7 @@ def split_overrides(values: Mapping[str, Any]) -> tuple[list[str], dict[str, Any
 # ----------------------------------------------------------------------------- parsing
 
 
-def _number(v: Any) -> bool:
+def _number(v: Any) -> TypeGuard[float]:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
@@ -226,7 +234,8 @@ def _parse_one(key: str, spec: Any, earlier: set[str]) -> Param:
         raise ConfigError(f"{where}: expected a mapping, a list or an interval(...)/choice(...) string, got {spec!r}")
     unknown = set(spec) - _ALLOWED
     if unknown:
-        raise ConfigError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(_ALLOWED))}")
+        raise ConfigError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}; "
+                          f"allowed: {', '.join(sorted(_ALLOWED))}")
     kind = spec.get("type") or (
         "categorical" if "choices" in spec
         else "int" if isinstance(spec.get("low"), int) and isinstance(spec.get("high"), int)

@@ -205,6 +205,7 @@ def _run_sweep(
          f"x {threads} thread(s), "
          f"sampler {settings.sampler_name}, pruner {settings.pruner_name}; logs in {study_dir}")
     progress = Progress(settings.study_name, n_trials, settings.workers, settings.metrics[0])
+    codes: list[int | None]  # None: a worker that had not exited
     if done_before >= n_trials or stop:
         codes, interrupted = [0], False  # nothing left to run: report the finished study
     else:

@@ -139,7 +139,8 @@ class Worker:
         if "seed" in node and node.seed is not None:
             # Distinct streams per worker and per resume: otherwise two workers (or a
             # resumed random search) would propose the very same points.
-            existing = len(self.storage.get_all_trials(self.storage.get_study_id_from_name(self.plan.study_name), deepcopy=False))
+            study_id = self.storage.get_study_id_from_name(self.plan.study_name)
+            existing = len(self.storage.get_all_trials(study_id, deepcopy=False))
             seed = int(node.seed) + 7919 * self.index + existing
         grid = self.space.grid() if str(node._target_).endswith("GridSampler") else None
         return build_sampler(node, grid, seed)

@@ -21,7 +21,7 @@ import time
 import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from sweeper.errors import SweeperError
 from sweeper.tracking.stores import driver_url, held, retry_schema_race, store_exists
@@ -67,7 +67,7 @@ class _Writer:
     submitted before it has run.
     """
 
-    _all: weakref.WeakSet[_Writer] = weakref.WeakSet()
+    _all: ClassVar[weakref.WeakSet[_Writer]] = weakref.WeakSet()
 
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -218,7 +218,9 @@ class MlflowTracker:
             self._metrics_sent[run_id] = time.monotonic()
             return self._metrics.pop(run_id, [])
 
-    def _send(self, run_id: str, metrics: list[Any] = (), params: list[Any] = (), tags: list[Any] = ()) -> None:
+    def _send(
+        self, run_id: str, metrics: Sequence[Any] = (), params: Sequence[Any] = (), tags: Sequence[Any] = ()
+    ) -> None:
         """Submit log_batch calls within MLflow's limit of 1000 entities per call."""
         metrics, params, tags = list(metrics), list(params), list(tags)
         while metrics or params or tags:

@@ -20,6 +20,12 @@ class TrialRecord:
     run_id: str
 
 
+def _value(t: TrialRecord) -> float:
+    """The value of a trial that has one."""
+    assert t.value is not None
+    return t.value
+
+
 @dataclass
 class StudyRecord:
     name: str
@@ -36,7 +42,7 @@ class StudyRecord:
         sign = -1.0 if self.direction == "maximize" else 1.0
         scored = [t for t in self.trials if t.value is not None]
         rest = [t for t in self.trials if t.value is None]
-        return sorted(scored, key=lambda t: (t.state != "COMPLETE", sign * t.value)) + sorted(
+        return sorted(scored, key=lambda t: (t.state != "COMPLETE", sign * _value(t))) + sorted(
             rest, key=lambda t: t.number
         )
 
@@ -45,7 +51,7 @@ class StudyRecord:
         if not complete:
             return None
         pick = max if self.direction == "maximize" else min
-        return pick(complete, key=lambda t: t.value)  # type: ignore[arg-type,return-value]
+        return pick(complete, key=_value)
 
     def count(self, state: str) -> int:
         return sum(1 for t in self.trials if t.state == state)

@@ -15,8 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from sweeper.config import as_dict
 from sweeper.errors import ConfigError, DataError, SweeperError
 
 
@@ -73,8 +74,8 @@ def _plain(value: Any) -> bool:
 def _plain_call(node: DictConfig, target: Any, kwargs: dict[str, Any]) -> Any:
     """What Hydra's instantiate would do for a node of plain values, as a call without
     its recursion (it costs a trial tens of milliseconds); None for anything else."""
-    data = OmegaConf.to_container(node, resolve=True)
-    if not isinstance(data, dict) or any(k.startswith("_") and k not in ("_target_", "_partial_") for k in data):
+    data = as_dict(node)
+    if data is None or any(k.startswith("_") and k not in ("_target_", "_partial_") for k in data):
         return None
 
     args = {k: v for k, v in data.items() if not k.startswith("_")}
@@ -142,7 +143,9 @@ def build_module(cfg: DictConfig, datamodule: Any) -> Built:
         return Built(module, "custom", _dotted(module))
     task_cls = task_class(cfg)
     check_datamodule(datamodule, task_cls.task, check_batches=False)
-    task_kwargs = {k: v for k, v in OmegaConf.to_container(cfg.task, resolve=True).items() if k != "_target_"}
+    task_cfg = as_dict(cfg.task)
+    assert task_cfg is not None  # task_class took cfg.task's _target_, so it is a mapping
+    task_kwargs = {k: v for k, v in task_cfg.items() if k != "_target_"}
     try:
         outputs = task_cls.net_outputs(datamodule, **task_kwargs)
     except TypeError as exc:
@@ -160,7 +163,9 @@ def build_module(cfg: DictConfig, datamodule: Any) -> Built:
     if getattr(net, "spec", None) is None:
         spec = plain_spec(cfg.model, extra)
         if spec is not None:
-            net.spec = spec  # lets the checkpoint rebuild the user's network by name
+            # lets the checkpoint rebuild the user's network by name (torch's stubs
+            # allow only tensors and modules here; a plain attribute is fine)
+            net.spec = spec  # type: ignore[assignment]
     optimizer = instantiate(cfg.optimizer, "optimizer")
     scheduler = instantiate(cfg.scheduler, "scheduler") if "_target_" in cfg.scheduler else None
     # what the data tells the task (class count, target scale); task.* keys win
@@ -175,8 +180,8 @@ def build_module(cfg: DictConfig, datamodule: Any) -> Built:
 def plain_spec(node: DictConfig, extra: Mapping[str, Any]) -> dict[str, Any] | None:
     """``{_target_, **kwargs}`` of a network config made of plain values only (no nested
     objects or partials), or None."""
-    data = OmegaConf.to_container(node, resolve=True)
-    if not isinstance(data, dict):
+    data = as_dict(node)
+    if data is None:
         return None
 
     kwargs = {k: v for k, v in data.items() if k != "_target_"}

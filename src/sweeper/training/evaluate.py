@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -52,7 +52,7 @@ def evaluate_checkpoint(
     import pytorch_lightning as pl
 
     if isinstance(config, (str, Path)):
-        cfg = OmegaConf.load(config)
+        cfg = cast(DictConfig, OmegaConf.load(config))  # a training config is a mapping
     elif isinstance(config, DictConfig):
         cfg = config
     else:

@@ -6,6 +6,7 @@ once per Hydra job; a sweep calls it once per trial.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -167,7 +168,7 @@ def run_training(
     previous_env = os.environ.get(DDP_CONFIG_ENV)
     try:
         if tracker is not None and run_id is not None:
-            params = {**{k: v for k, v in (choices or {}).items()}, **flatten(plain)}
+            params = {**(choices or {}), **flatten(plain)}
             params["model.num_parameters"] = num_parameters
             if getattr(datamodule, "input_shape", None) is not None:
                 params["data.input_shape"] = str(list(datamodule.input_shape))
@@ -340,7 +341,5 @@ def run_ddp_child(config_file: str | Path) -> None:
 
         callbacks.append(PruningCallback(data["prune_monitor"]))
     fold = tuple(data["fold"]) if data.get("fold") else None
-    try:
-        run_training(cfg, data["output_dir"], track=False, callbacks=callbacks, fold=fold)  # type: ignore[arg-type]
-    except SweeperError:
-        pass
+    with contextlib.suppress(SweeperError):
+        run_training(cfg, data["output_dir"], track=False, callbacks=callbacks, fold=fold)
