@@ -62,22 +62,27 @@ def start(model_uri: str, tracking_uri: str, host: str, port: int) -> subprocess
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}
     cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
            "--host", host, "--port", str(port), "--workers", "1"]  # fmt: skip
-    return subprocess.Popen(cmd, env=env, start_new_session=True)
+    # the server's own log (uvicorn's access lines) goes to stderr; stdout is ours
+    return subprocess.Popen(cmd, env=env, start_new_session=True, stdout=sys.stderr.fileno())
 
 
 def example_request(client: Any, model_uri: str) -> str:
     """The JSON body of a request with the model's input example, for the printed curl line."""
+    import tempfile
+
     import mlflow
-    import mlflow.models
+    from mlflow.models import Model
 
     mlflow.set_tracking_uri(client.tracking_uri)
     try:
-        info = mlflow.models.get_model_info(model_uri)
-        rows = info.load_input_example()
+        with tempfile.TemporaryDirectory() as tmp:
+            local = mlflow.artifacts.download_artifacts(model_uri, dst_path=tmp)
+            rows = Model.load(local).load_input_example(local)
     except Exception:  # noqa: BLE001 - only the printed hint depends on it
         return '{"inputs": [[...]]}'
     values = rows.tolist() if hasattr(rows, "tolist") else rows
-    return json.dumps({"inputs": [[round(float(v), 4) for v in values[0]]]})
+    row = [int(v) if float(v).is_integer() else round(float(v), 4) for v in values[0]]
+    return json.dumps({"inputs": [row]})
 
 
 def serve(target: str, tracking_uri: str, host: str, port: int) -> int:
