@@ -32,6 +32,9 @@ commands:
   compare   table of a study's trials, or two studies side by side (--format markdown|csv|json)
   evaluate  re-score a recorded model (run id or study) on the test split, log it to the run
   logs      one trial's output and traceback: sweeper logs STUDY [TRIAL]
+  serve     REST endpoint for a registered model (MLflow's scoring server) on 127.0.0.1
+  compress  int8 and pruned variants of a model: test metric, size, latency; registers the best
+  export    TorchScript and ONNX files of a model, checked against PyTorch
   ui        start the MLflow UI on 127.0.0.1 and print the URL of the latest study
   version   print the version
 
@@ -444,6 +447,79 @@ def cmd_logs(argv: Sequence[str]) -> int:
     return 0
 
 
+def _model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("target", metavar="MODEL",
+                        help="a study name (its latest registered model), an MLflow run id, "
+                             "or models:/<name>/<version>")
+    _tracking_args(parser)
+
+
+def cmd_serve(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="sweeper serve",
+        description="Serve a registered model over HTTP with MLflow's scoring server (/ping, /health, "
+        "/version, /invocations). Send raw inputs, one row of numbers per sample: "
+        "{\"inputs\": [[...]]}. Ctrl-C stops it.",
+    )
+    _model_args(parser)
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="interface to bind (default 127.0.0.1; anything else exposes the model to your network)")
+    parser.add_argument("--port", type=int, default=5001, help="port (default 5001)")
+    args = parser.parse_args(argv)
+    from sweeper.serving.serve import serve
+
+    return serve(args.target, args.tracking_uri, args.host, args.port)
+
+
+def cmd_compress(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="sweeper compress",
+        description="Make smaller or faster variants of a recorded model on CPU (dynamic int8 "
+        "quantisation, magnitude pruning), measure each on the test split, log the table to the "
+        "model's run, and register the smallest variant within the tolerance.",
+    )
+    _model_args(parser)
+    parser.add_argument("--sparsities", default="0.5,0.8",
+                        help="magnitude-pruning sparsities to try (default 0.5,0.8)")
+    parser.add_argument("--tolerance", type=float, default=0.01,
+                        help="largest loss of the test metric a variant may have to be registered (default 0.01)")
+    parser.add_argument("--repeats", type=int, default=20, help="latency repeats (median; default 20)")
+    parser.add_argument("--no-register", action="store_true", help="measure only")
+    args = parser.parse_args(argv)
+    try:
+        sparsities = [float(s) for s in args.sparsities.split(",") if s.strip()]
+    except ValueError:
+        return _fail(f"--sparsities {args.sparsities!r}: give numbers between 0 and 1, e.g. 0.5,0.8")
+    if not all(0 < s < 1 for s in sparsities):
+        return _fail(f"--sparsities {args.sparsities!r}: each must be between 0 and 1 (exclusive)")
+    from sweeper.serving.compress import compress_recorded
+
+    compress_recorded(args.target, args.tracking_uri, args.experiment, sparsities, args.tolerance,
+                      max(1, args.repeats), register=not args.no_register)
+    return 0
+
+
+def cmd_export(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="sweeper export",
+        description="Export a recorded model to TorchScript and ONNX (normalisation included: raw "
+        "inputs in), check each against the PyTorch model on the test split, and log them as "
+        "artifacts of the model's run. ONNX needs `pip install 'sweeper[export]'`.",
+    )
+    _model_args(parser)
+    parser.add_argument("--format", default="torchscript,onnx", help="torchscript, onnx or both (default)")
+    parser.add_argument("--out", default=None, help="folder for the files (default outputs/export/<run id>)")
+    args = parser.parse_args(argv)
+    formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    unknown = sorted(set(formats) - {"torchscript", "onnx"})
+    if unknown or not formats:
+        return _fail(f"--format {args.format!r}: choose torchscript, onnx or torchscript,onnx")
+    from sweeper.serving.export import export_recorded
+
+    export_recorded(args.target, args.tracking_uri, args.experiment, formats, args.out)
+    return 0
+
+
 def cmd_ui(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="sweeper ui",
@@ -467,6 +543,9 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "compare": cmd_compare,
     "evaluate": cmd_evaluate,
     "logs": cmd_logs,
+    "serve": cmd_serve,
+    "compress": cmd_compress,
+    "export": cmd_export,
     "ui": cmd_ui,
     "_worker": cmd_worker,
 }

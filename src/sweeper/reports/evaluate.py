@@ -99,11 +99,50 @@ def check_same_split(trained: dict[str, Any], evaluated: dict[str, Any]) -> None
         )
 
 
+def recorded_files(tracker: Any, run: Any, folder: Path) -> tuple[str, str]:
+    """The training config and best checkpoint of a recorded run, downloaded into
+    ``folder`` (the checkpoint from its output folder when it was not uploaded)."""
+    import sys
+
+    from mlflow.exceptions import MlflowException
+
+    run_id = run.info.run_id
+    recorded = run.data.tags.get("project_dir")
+    if recorded and Path(recorded).is_dir() and recorded not in sys.path:
+        sys.path.append(recorded)  # the project's own data module and network, if any
+    try:
+        config_path = tracker.client.download_artifacts(run_id, "config.yaml", str(folder))
+    except (MlflowException, OSError):
+        raise SweeperError(f"run {run_id} has no config.yaml artifact; it was not made by sweeper") from None
+    checkpoint = None
+    try:
+        checkpoint = tracker.client.download_artifacts(run_id, "checkpoints/best.ckpt", str(folder))
+    except (MlflowException, OSError):
+        local = Path(run.data.tags.get("output_dir", "")) / "checkpoints" / "best.ckpt"
+        checkpoint = str(local) if local.is_file() else None
+    if checkpoint is None:
+        raise SweeperError(
+            f"run {run_id} has no checkpoint (no checkpoints/best.ckpt artifact, no file in "
+            "its output_dir); use a run trained with checkpoint=true"
+        )
+    return config_path, checkpoint
+
+
+def recorded_model(tracker: Any, target: str, folder: Path) -> tuple[Any, Any]:
+    """``(run, evaluation)`` of a run id or a study's best trial: its model restored from the
+    checkpoint and scored on the test split it was trained with."""
+    from sweeper.training.evaluate import evaluate_checkpoint
+
+    run = _resolve_run(tracker.client, tracker.experiment_id, target)
+    config_path, checkpoint = recorded_files(tracker, run, folder)
+    cfg = cast(DictConfig, OmegaConf.load(config_path))  # sweeper wrote it, a mapping
+    OmegaConf.resolve(cfg)
+    return run, evaluate_checkpoint(cfg, checkpoint)
+
+
 def evaluate_recorded(
     target: str, overrides: Sequence[str], uri: str, experiment: str, config_dirs: Sequence[Path] = ()
 ) -> dict[str, float]:
-    from mlflow.exceptions import MlflowException
-
     from sweeper.tracking.mlflow import MlflowTracker
     from sweeper.training.evaluate import evaluate_checkpoint
 
@@ -111,27 +150,8 @@ def evaluate_recorded(
     tracker = MlflowTracker(uri, experiment)
     run = _resolve_run(tracker.client, tracker.experiment_id, target)
     run_id = run.info.run_id
-    import sys
-
-    recorded = run.data.tags.get("project_dir")
-    if recorded and Path(recorded).is_dir() and recorded not in sys.path:
-        sys.path.append(recorded)  # the project's own data module and network, if any
     with tempfile.TemporaryDirectory() as tmp:
-        try:
-            config_path = tracker.client.download_artifacts(run_id, "config.yaml", tmp)
-        except (MlflowException, OSError):
-            raise SweeperError(f"run {run_id} has no config.yaml artifact; it was not made by sweeper") from None
-        checkpoint = None
-        try:
-            checkpoint = tracker.client.download_artifacts(run_id, "checkpoints/best.ckpt", tmp)
-        except (MlflowException, OSError):
-            local = Path(run.data.tags.get("output_dir", "")) / "checkpoints" / "best.ckpt"
-            checkpoint = str(local) if local.is_file() else None
-        if checkpoint is None:
-            raise SweeperError(
-                f"run {run_id} has no checkpoint (no checkpoints/best.ckpt artifact, no file in "
-                "its output_dir); evaluate a run trained with checkpoint=true"
-            )
+        config_path, checkpoint = recorded_files(tracker, run, Path(tmp))
         cfg = cast(DictConfig, OmegaConf.load(config_path))  # sweeper wrote it, a mapping
         trained = OmegaConf.to_container(cfg.data, resolve=True)
         data_name = _apply(cfg, overrides, config_dirs)

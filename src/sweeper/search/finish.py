@@ -96,10 +96,10 @@ def finish(study: Any, plan: SweepPlan, tracker: Any, space: SearchSpace, outcom
                 if plan.parent_run_id:
                     tracker.log_artifacts(plan.parent_run_id, study_dir / "evaluation", "evaluation")
                 if settings.register_model:
-                    from sweeper.tracking.mlflow import register_model
+                    from sweeper.serving.package import register
 
-                    version = register_model(tracker.uri, child, evaluation.module,
-                                             evaluation.input_shape, settings.study_name)
+                    version = register(tracker.uri, child, evaluation.module, evaluation.datamodule,
+                                       settings.study_name)
                     summary_tags["registered_model"] = f"{settings.study_name}/{version}"
                     say(f"registered model '{settings.study_name}' version {version}")
     if c["DONE"]:

@@ -18,6 +18,7 @@ class Evaluation:
     artifacts: list[Path] = field(default_factory=list)
     module: Any = None  # the restored LightningModule
     input_shape: tuple[int, ...] = ()  # of one sample, as the data module gives it
+    datamodule: Any = None  # set up for the test split (its normalisation is known)
 
 
 def module_class(cfg: DictConfig) -> Any:
@@ -59,7 +60,8 @@ def evaluate_checkpoint(
         cfg = OmegaConf.create(dict(config))
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
-    model = module_class(cfg).load_from_checkpoint(str(checkpoint), map_location="cpu")
+    # plain data and tensors only: a checkpoint someone else wrote cannot run code here
+    model = module_class(cfg).load_from_checkpoint(str(checkpoint), map_location="cpu", weights_only=True)
     net_shape = getattr(getattr(model, "net", None), "input_shape", None)
     data_shape = getattr(datamodule, "input_shape", None)
     if net_shape is not None and data_shape is not None and tuple(net_shape) != tuple(data_shape):
@@ -79,6 +81,7 @@ def evaluate_checkpoint(
     evaluation = Evaluation(
         {k: float(v) for k, v in result.items() if k.startswith("test/")},
         module=model,
+        datamodule=datamodule,
         input_shape=tuple(int(d) for d in data_shape) if data_shape is not None else (),
     )
     if out_dir is None or not callable(getattr(model, "write_report", None)):

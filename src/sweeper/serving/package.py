@@ -1,0 +1,254 @@
+"""The registered form of a trained model: an MLflow pyfunc model that a client calls
+with raw inputs, and that loads without unpickling anything.
+
+A model directory holds ``model.json`` (the task module's class, its plain-data
+constructor arguments, the input shape, the training split's normalisation and the
+class names) and ``weights.pt`` (a state dict, read with ``torch.load(...,
+weights_only=True)``). MLflow's pyfunc flavor loads it through this module's
+``_load_pyfunc`` (``loader_module``), so ``mlflow models serve -m models:/<study>/<n>``
+and ``mlflow.pyfunc.load_model`` need sweeper installed, and nothing else: no pickled
+module, no pickled Python object.
+
+A request carries one row of raw numbers per sample, as the data gives them before the
+data module's standardisation (a digits image: its 64 pixels 0-16); the answer is the
+predicted class, its name and every class's probability (classification), the
+predicted values (regression) or the reconstruction (autoencoder).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SPEC_FILE, WEIGHTS_FILE = "model.json", "weights.pt"
+FORMAT = "sweeper-pyfunc/1"
+VARIANTS = ("float32", "int8", "pruned")  # int8: dynamic quantisation of linear/recurrent layers
+
+
+def _as_list(value: Any) -> Any:
+    if value is None:
+        return None
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().tolist()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+def model_spec(module: Any, datamodule: Any, variant: str = "float32") -> dict[str, Any]:
+    """What rebuilds ``module`` and prepares its inputs, as plain data."""
+    from sweeper.errors import SweeperError
+    from sweeper.models._base import is_plain
+
+    hparams = dict(module.hparams)
+    if not is_plain(hparams):
+        raise SweeperError(
+            f"{type(module).__name__}'s constructor arguments are not plain data (str, numbers, lists, "
+            "dicts), so it cannot be registered without pickling it; give its network a `spec`"
+        )
+    names = getattr(datamodule, "class_names", None)
+    return {
+        "format": FORMAT,
+        "module": f"{type(module).__module__}.{type(module).__qualname__}",
+        "hparams": hparams,
+        "task": getattr(module, "task", None),
+        "input_shape": [int(d) for d in datamodule.input_shape],
+        "mean": _as_list(getattr(datamodule, "mean", None)),
+        "std": _as_list(getattr(datamodule, "std", None)),
+        "class_names": [str(n) for n in names] if names is not None else None,
+        "variant": variant,
+    }
+
+
+def quiet_quantization() -> None:
+    """torch 2.13 deprecates torch.ao's quantised tensors (for torchao, not installed here);
+    they still work, and say so at every use. Silence exactly those notes."""
+    warnings.filterwarnings("ignore", message=r".*torch\.ao\.quantization.*", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=r".*quantized tensor creation functions.*deprecated.*")
+    warnings.filterwarnings("ignore", message=r".*TypedStorage is deprecated.*")
+
+
+def quantized(module: Any) -> Any:
+    """``module`` with its linear and recurrent layers dynamically quantised to int8 (CPU)."""
+    import torch
+    from torch import nn
+
+    quiet_quantization()
+    return torch.ao.quantization.quantize_dynamic(module, {nn.Linear, nn.LSTM, nn.GRU}, dtype=torch.qint8)
+
+
+def build_module(spec: dict[str, Any], weights: str | Path) -> Any:
+    """The module of ``spec`` with the state dict in ``weights``, in eval mode, on CPU."""
+    import torch
+
+    from sweeper.models._base import import_object
+
+    cls = import_object(spec["module"])
+    module = cls(**spec["hparams"])
+    if spec.get("variant") == "int8":
+        module = quantized(module)
+        quiet_quantization()
+    state = torch.load(str(weights), map_location="cpu", weights_only=True)
+    module.load_state_dict(state)
+    return module.eval()
+
+
+class Predictor:
+    """Raw rows in, the task's answer out: the data module's preparation, the network, and
+    what a client wants back."""
+
+    def __init__(self, spec: dict[str, Any], module: Any) -> None:
+        import torch
+
+        self.spec = spec
+        self.module = module
+        self.shape = tuple(spec["input_shape"])
+        self.mean = torch.as_tensor(spec["mean"], dtype=torch.float32) if spec.get("mean") is not None else None
+        self.std = torch.as_tensor(spec["std"], dtype=torch.float32) if spec.get("std") is not None else None
+        self.width = int(np.prod(self.shape))
+
+    def tensor(self, rows: Any) -> Any:
+        """Raw rows ``(N, prod(input_shape))`` (or ``(N, *input_shape)``) as the network's input."""
+        import torch
+
+        x = torch.as_tensor(np.asarray(rows, dtype=np.float32))
+        if x.ndim == 1:
+            x = x[None]
+        if x.numel() != len(x) * self.width:
+            raise ValueError(f"each input must hold {self.width} numbers (shape {list(self.shape)}), "
+                             f"got {x.numel() // max(1, len(x))}")
+        x = x.reshape(len(x), *self.shape)
+        if self.mean is not None and self.std is not None:
+            x = (x - self.mean) / torch.where(self.std == 0, torch.ones_like(self.std), self.std)
+        return x
+
+    def outputs(self, rows: Any) -> Any:
+        """Probabilities (classification) or the network's output, as a tensor."""
+        import torch
+
+        with torch.inference_mode():
+            out = self.module(self.tensor(rows))
+        return out.softmax(dim=1) if self.spec.get("task") == "classification" else out
+
+    def answer(self, rows: Any) -> Any:
+        import pandas as pd
+
+        out = self.outputs(rows).numpy()
+        if self.spec.get("task") == "classification":
+            names = self.spec.get("class_names") or [str(i) for i in range(out.shape[1])]
+            best = out.argmax(axis=1)
+            frame = pd.DataFrame({"class": best, "class_name": [names[i] for i in best],
+                                  "probability": out.max(axis=1)})
+            for i, name in enumerate(names):
+                frame[f"p_{name}"] = out[:, i]
+            return frame
+        flat = out.reshape(len(out), -1)
+        return pd.DataFrame({f"output_{i}": flat[:, i] for i in range(flat.shape[1])})
+
+
+class PyfuncModel:
+    """What ``mlflow.pyfunc.load_model`` gives for a sweeper model."""
+
+    def __init__(self, predictor: Predictor) -> None:
+        self.predictor = predictor
+
+    def predict(self, model_input: Any, params: dict[str, Any] | None = None) -> Any:
+        rows = model_input.to_numpy() if hasattr(model_input, "to_numpy") else model_input
+        return self.predictor.answer(rows)
+
+
+def load(path: str | Path) -> Predictor:
+    """The predictor of a model directory written by :func:`save`."""
+    folder = Path(path)
+    spec = json.loads((folder / SPEC_FILE).read_text())
+    if spec.get("format") != FORMAT:
+        raise ValueError(f"{folder / SPEC_FILE} is not a {FORMAT} model description")
+    return Predictor(spec, build_module(spec, folder / WEIGHTS_FILE))
+
+
+def _load_pyfunc(data_path: str) -> PyfuncModel:
+    """MLflow's pyfunc entry point (``loader_module``)."""
+    return PyfuncModel(load(data_path))
+
+
+def example_rows(datamodule: Any, count: int = 2) -> np.ndarray:
+    """``count`` test samples as a client sends them: raw numbers, one row each."""
+    x = datamodule.test_dataloader().x[:count] if hasattr(datamodule.test_dataloader(), "x") else None
+    if x is None:
+        x, _ = next(iter(datamodule.test_dataloader()))
+        x = x[:count]
+    mean, std = getattr(datamodule, "mean", None), getattr(datamodule, "std", None)
+    if mean is not None and std is not None:
+        x = x * std + mean
+    return x.reshape(len(x), -1).numpy().astype(np.float32)
+
+
+def save(folder: Path, module: Any, datamodule: Any, variant: str = "float32") -> Path:
+    """Write ``module`` as a pyfunc model directory (``folder`` must not exist)."""
+    import mlflow.pyfunc
+    import torch
+    from mlflow.models import infer_signature
+
+    from sweeper import __version__
+
+    module = module.cpu().eval()
+    spec = model_spec(module, datamodule, variant)
+    data = Path(tempfile.mkdtemp()) / "data"
+    data.mkdir()
+    (data / SPEC_FILE).write_text(json.dumps(spec, indent=2))
+    torch.save(module.state_dict(), data / WEIGHTS_FILE)
+    example = example_rows(datamodule)
+    predictor = load(data)
+    requirements = [f"torch=={torch.__version__.split('+')[0]}", f"sweeper=={__version__}"]
+    for name in ("mlflow.models.model", "mlflow.pyfunc"):  # its notes on every save
+        logging.getLogger(name).setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Inferred schema contains integer column.*")
+        signature = infer_signature(example, predictor.answer(example))
+        mlflow.pyfunc.save_model(
+            str(folder), loader_module="sweeper.serving.package", data_path=str(data),
+            signature=signature, input_example=example, pip_requirements=requirements,
+        )  # fmt: skip
+    shutil.rmtree(data.parent, ignore_errors=True)
+    return folder
+
+
+def register(uri: str, run_id: str, module: Any, datamodule: Any, name: str,
+             variant: str = "float32", artifact_path: str = "model", tags: dict[str, str] | None = None) -> str:
+    """Log ``module`` as the pyfunc model ``artifact_path`` of run ``run_id`` and register it
+    as a new version of model ``name``; returns the version.
+
+    The run is not reopened (``mlflow.start_run`` would make it RUNNING again and rewrite
+    its end time): the model is saved locally, uploaded as the run's artifacts and
+    registered from there.
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = save(Path(tmp) / artifact_path, module, datamodule, variant)
+        client.log_artifacts(run_id, str(local), artifact_path)
+    source = f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/{artifact_path}"
+    try:
+        client.create_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    version = client.create_model_version(name, source, run_id=run_id,
+                                          tags={"variant": variant, "format": FORMAT, **(tags or {})})
+    deadline = time.monotonic() + 60
+    while version.status == "PENDING_REGISTRATION" and time.monotonic() < deadline:
+        time.sleep(0.2)
+        version = client.get_model_version(name, version.version)
+    return str(version.version)

@@ -1,0 +1,118 @@
+"""``sweeper serve``: a REST endpoint for a registered model, on MLflow's own scoring
+server (``mlflow models serve``: ``/ping``, ``/health``, ``/version``, ``/invocations``),
+bound to 127.0.0.1 unless asked otherwise. Ctrl-C and SIGTERM stop it."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+from sweeper.errors import SweeperError
+
+RUN_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def resolve_model(client: Any, target: str) -> str:
+    """A model URI for ``target``: ``models:/…`` or ``runs:/…`` as given, a run id's
+    ``model`` artifact, or the latest version of the model registered under a study's name."""
+    from mlflow.exceptions import MlflowException
+
+    if target.startswith(("models:/", "runs:/")):
+        return target
+    if RUN_ID.fullmatch(target):
+        try:
+            names = {a.path for a in client.list_artifacts(target)}
+        except MlflowException:
+            raise SweeperError(f"no MLflow run '{target}' in this tracking store") from None
+        if "model" not in names:
+            raise SweeperError(f"run {target} has no model; serve a study's registered model (`sweeper serve <study>`)")
+        return f"runs:/{target}/model"
+    try:
+        versions = client.search_model_versions(f"name = '{target}'")
+    except MlflowException:
+        versions = []
+    if not versions:
+        raise SweeperError(f"no model registered as '{target}'; give a study whose sweep registered its best "
+                           "model, a run id, or models:/<name>/<version>")
+    return f"models:/{target}/{max(int(v.version) for v in versions)}"
+
+
+def wait_for_ping(base: str, proc: subprocess.Popen[bytes], timeout: float = 180.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise SweeperError(f"the model server exited at start (code {proc.returncode}); is the port taken?")
+        try:
+            with urllib.request.urlopen(f"{base}/ping", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.5)
+    raise SweeperError(f"the model server did not answer on {base} within {timeout:.0f}s")
+
+
+def start(model_uri: str, tracking_uri: str, host: str, port: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}
+    cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
+           "--host", host, "--port", str(port), "--workers", "1"]  # fmt: skip
+    # the server's own log (uvicorn's access lines) goes to stderr; stdout is ours
+    return subprocess.Popen(cmd, env=env, start_new_session=True, stdout=sys.stderr.fileno())
+
+
+def example_request(client: Any, model_uri: str) -> str:
+    """The JSON body of a request with the model's input example, for the printed curl line."""
+    import tempfile
+
+    import mlflow
+    from mlflow.models import Model
+
+    mlflow.set_tracking_uri(client.tracking_uri)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            local = mlflow.artifacts.download_artifacts(model_uri, dst_path=tmp)
+            rows: Any = Model.load(local).load_input_example(local)
+    except Exception:
+        return '{"inputs": [[...]]}'
+    values: Any = rows.tolist() if hasattr(rows, "tolist") else rows
+    if not values:
+        return '{"inputs": [[...]]}'
+    row = [int(v) if float(v).is_integer() else round(float(v), 4) for v in values[0]]
+    return json.dumps({"inputs": [row]})
+
+
+def serve(target: str, tracking_uri: str, host: str, port: int) -> int:
+    from mlflow.tracking import MlflowClient
+
+    from sweeper import signals
+    from sweeper.reports.ui import _loopback, stop_server
+    from sweeper.tracking.stores import require_store
+
+    signals.install()  # SIGTERM stops the server as Ctrl-C does
+    require_store(tracking_uri, "--tracking-uri", "run `sweeper sweep` here first, or pass --tracking-uri")
+    client = MlflowClient(tracking_uri=tracking_uri)
+    model_uri = resolve_model(client, target)
+    if not _loopback(host):
+        print(f"warning: binding to {host} makes the model reachable from your network", file=sys.stderr)
+    body = example_request(client, model_uri)
+    proc = start(model_uri, tracking_uri, host, port)
+    try:
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        base = f"http://{shown}:{port}"
+        wait_for_ping(base, proc)
+        print(f"serving {model_uri} at {base}/invocations; Ctrl-C stops it", flush=True)
+        print(f"curl -s {base}/invocations -H 'Content-Type: application/json' -d '{body}'", flush=True)
+        while proc.poll() is None:
+            time.sleep(0.5)
+        return proc.returncode or 0
+    except KeyboardInterrupt:
+        print("\nstopping the model server", file=sys.stderr)
+        return signals.exit_code() if signals.terminated() else 0
+    finally:
+        stop_server(proc)

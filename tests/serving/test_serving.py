@@ -1,0 +1,187 @@
+"""After the search: the best model served over HTTP, compressed and exported, from a
+real sweep's registered model, with every answer checked against in-process predictions."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import cli
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def registered(tmp_path_factory) -> Path:
+    """A study 'digits' whose best model is registered, as `sweeper sweep` leaves it."""
+    cwd = tmp_path_factory.mktemp("served")
+    out = cli(cwd, "sweep", "model=mlp", "trainer.accelerator=cpu", "trainer.max_epochs=3", "search.n_trials=1",
+              "search/pruner=none", "search.study_name=digits")
+    assert out.returncode == 0, out.stderr + out.stdout
+    assert "registered model 'digits' version 1" in out.stdout
+    return cwd
+
+
+def _uri(cwd: Path) -> str:
+    return f"sqlite:///{cwd / 'mlflow.db'}"
+
+
+def _test_split() -> tuple[np.ndarray, np.ndarray]:
+    """The digits test split as a client has it: raw pixels 0-16, and its labels."""
+    import torch
+
+    from sweeper.data import DigitsDataModule
+    from sweeper.serving.export import test_rows
+
+    dm = DigitsDataModule(seed=0)
+    dm.setup("test")
+    labels = torch.cat([b[1] for b in dm.test_dataloader()]).numpy()
+    return test_rows(dm), labels
+
+
+def _pyfunc(cwd: Path, uri: str = "models:/digits/1"):
+    import mlflow.pyfunc
+
+    mlflow.set_tracking_uri(_uri(cwd))
+    return mlflow.pyfunc.load_model(uri)
+
+
+def test_the_registered_model_takes_raw_inputs_and_loads_without_pickle(registered):
+    client = MlflowClient(_uri(registered))
+    (version,) = client.search_model_versions("name = 'digits'")
+    assert version.tags["variant"] == "float32"
+    local = Path(client.download_artifacts(version.run_id, "model", str(registered / "dl")))
+    files = {p.name for p in local.rglob("*")}
+    assert not {f for f in files if f.endswith((".pkl", ".pickle"))}, files  # nothing pickled
+    mlmodel = (local / "MLmodel").read_text()
+    assert "loader_module: sweeper.serving.package" in mlmodel and "signature" in mlmodel
+    import torch
+
+    state = torch.load(next(local.rglob("weights.pt")), weights_only=True)  # tensors only
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+    rows, labels = _test_split()
+    answer = _pyfunc(registered).predict(rows)
+    accuracy = float((answer["class"].to_numpy() == labels).mean())
+    run = client.get_run(version.run_id)
+    # raw pixels in, the test accuracy out: the normalisation travels with the model
+    assert accuracy == pytest.approx(run.data.metrics["test/acc"], abs=1e-6)
+    probabilities = answer[[f"p_{d}" for d in range(10)]].to_numpy()
+    assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    assert (answer["class_name"] == answer["class"].astype(str)).all()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _post(url: str, body: dict) -> dict:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_sweeper_serve_answers_over_http_and_stops_cleanly(registered, stop):
+    port = _free_port()
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen([sys.executable, "-m", "sweeper", "serve", "digits", "--port", str(port),
+                             "--tracking-uri", _uri(registered)], cwd=registered, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        first = proc.stdout.readline()
+        assert first.startswith(f"serving models:/digits/1 at http://127.0.0.1:{port}/invocations"), first
+        curl = proc.stdout.readline()
+        assert curl.startswith(f"curl -s http://127.0.0.1:{port}/invocations") and '"inputs": [[' in curl
+        base = f"http://127.0.0.1:{port}"
+        with urllib.request.urlopen(f"{base}/ping", timeout=10) as response:
+            assert response.status == 200
+        rows, _ = _test_split()
+        served = _post(f"{base}/invocations", {"inputs": rows[:40].tolist()})["predictions"]
+        local = _pyfunc(registered).predict(rows[:40])
+        assert [p["class"] for p in served] == local["class"].tolist()
+        assert np.allclose([p["probability"] for p in served], local["probability"], atol=1e-6)
+        assert np.allclose([p["p_3"] for p in served], local["p_3"], atol=1e-6)
+        # the curl line's body is a real request
+        body = json.loads(curl.split(" -d '", 1)[1].rstrip().rstrip("'"))
+        assert len(_post(f"{base}/invocations", body)["predictions"]) == 1
+    finally:
+        proc.send_signal(stop)
+        code = proc.wait(timeout=60)
+    assert code == (143 if stop == signal.SIGTERM else 0)
+    time.sleep(0.5)
+    with socket.socket() as s:  # nothing listens any more
+        assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_compress_measures_each_variant_and_registers_one_within_tolerance(registered):
+    out = cli(registered, "compress", "digits", "--sparsities", "0.5,0.95", "--repeats", "5", "--tolerance", "0.02")
+    assert out.returncode == 0, out.stderr + out.stdout
+    client = MlflowClient(_uri(registered))
+    (original,) = client.search_model_versions("name = 'digits' and tags.variant = 'float32'")
+    path = client.download_artifacts(original.run_id, "compression/compression.csv", str(registered / "c"))
+    import csv
+
+    with open(path) as f:
+        rows = {r["variant"]: r for r in csv.DictReader(f)}
+    assert set(rows) == {"float32", "int8", "pruned-0.5", "pruned-0.95"}
+    assert float(rows["int8"]["size_x"]) < 0.5  # int8 weights: about a quarter of float32's
+    assert float(rows["pruned-0.95"]["gzip_x"]) < float(rows["pruned-0.5"]["gzip_x"]) < 1.0
+    for row in rows.values():
+        assert float(row["batch1_ms"]) > 0 and float(row["batch64_ms"]) > 0
+        lost = float(rows["float32"]["test/acc"]) - float(row["test/acc"])
+        assert (row["flag"] == "over tolerance") == (lost > 0.02)
+    assert "variant" in out.stdout and "pruned-0.95" in out.stdout
+    chosen = [line for line in out.stdout.splitlines() if line.startswith("registered ")]
+    if chosen:  # the chosen variant is a new version, tagged, and serves like the table says
+        (version,) = [v for v in client.search_model_versions("name = 'digits'") if v.tags.get("compression")]
+        assert rows[version.tags["compression"]]["flag"] == ""
+        rows_, labels = _test_split()
+        answer = _pyfunc(registered, f"models:/digits/{version.version}").predict(rows_)
+        accuracy = float((answer["class"].to_numpy() == labels).mean())
+        assert accuracy == pytest.approx(float(rows[version.tags["compression"]]["test/acc"]), abs=1e-3)
+    else:
+        assert all(r["flag"] for name, r in rows.items() if name != "float32")
+
+
+def test_export_gives_files_that_agree_with_the_model(registered):
+    out = cli(registered, "export", "digits", "--out", str(registered / "exported"))
+    assert out.returncode == 0, out.stderr + out.stdout
+    rows, _ = _test_split()
+    expected = _pyfunc(registered).predict(rows)[[f"p_{d}" for d in range(10)]].to_numpy()
+    import onnxruntime
+    import torch
+
+    scripted = torch.jit.load(str(registered / "exported" / "model.pt"))
+    with torch.inference_mode():
+        assert np.abs(scripted(torch.from_numpy(rows)).numpy() - expected).max() < 1e-5
+    session = onnxruntime.InferenceSession(str(registered / "exported" / "model.onnx"),
+                                           providers=["CPUExecutionProvider"])
+    assert np.abs(session.run(None, {"x": rows})[0] - expected).max() < 1e-4
+    client = MlflowClient(_uri(registered))
+    (version,) = client.search_model_versions("name = 'digits' and tags.variant = 'float32'")
+    assert {"export/model.pt", "export/model.onnx"} <= {a.path for a in client.list_artifacts(version.run_id, "export")}
+
+
+@pytest.mark.parametrize("args, text", [
+    (["serve", "nope"], "no model registered as 'nope'"),
+    (["compress", "digits", "--sparsities", "2"], "--sparsities"),
+    (["export", "digits", "--format", "tflite"], "--format"),
+    (["serve", "0" * 32], "no MLflow run"),
+])
+def test_bad_model_commands_are_one_line(registered, args, text):
+    out = cli(registered, *args)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1 and text in lines[0], out.stderr
