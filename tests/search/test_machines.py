@@ -23,9 +23,15 @@ from tests.postgres import PASSWORD
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
 
-def _machine(cwd: Path, host: str, args: list[str]) -> subprocess.Popen[str]:
+SLOW_MACHINE = Path(__file__).parents[1] / "slow_machine"
+
+
+def _machine(cwd: Path, host: str, args: list[str], slow: bool = False) -> subprocess.Popen[str]:
     cwd.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "SWEEPER_HOST": host}
+    if slow:  # same study config, slower hardware: each epoch sleeps a few seconds
+        env["PYTHONPATH"] = os.pathsep.join([str(SLOW_MACHINE), *filter(None, [env.get("PYTHONPATH")])])
+        env["SWEEPER_TEST_EPOCH_DELAY"] = "3"
     env.pop("SWEEPER_DDP_CONFIG", None)
     return subprocess.Popen([sys.executable, "-m", "sweeper", "sweep", *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -71,9 +77,8 @@ def test_three_machines_start_at_once_and_one_is_killed_mid_trial(postgres_serve
     args = ["model=mlp", "trainer.accelerator=cpu", "trainer.max_epochs=3", f"search.n_trials={n_trials}",
             "search.study_name=field", f"search.storage={optuna_url}", f"tracking.uri={mlflow_url}",
             f"search.heartbeat_timeout={timeout}", "search/pruner=none"]
-    # machine c trains slowly, so it is mid-trial when it is killed
-    slow = ["trainer.max_epochs=400"]
-    procs = {h: _machine(tmp_path / h, f"host-{h}", args + (slow if h == "c" else [])) for h in "abc"}
+    # machine c trains slowly (same config, slower epochs), so it is mid-trial when it is killed
+    procs = {h: _machine(tmp_path / h, f"host-{h}", args, slow=h == "c") for h in "abc"}
     try:
         deadline = time.monotonic() + 180
         victim = None
