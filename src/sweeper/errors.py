@@ -27,4 +27,8 @@ class DataError(SweeperError):
 
 
 class DivergedError(SweeperError):
-    """Training produced a non-finite loss."""
+    """Training produced a non-finite loss; ``epochs`` is how many epochs it trained."""
+
+    def __init__(self, message: str, epochs: int | None = None) -> None:
+        self.epochs = epochs
+        super().__init__(message)

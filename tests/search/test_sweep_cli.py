@@ -189,6 +189,8 @@ def test_a_diverging_trial_is_pruned_and_the_study_goes_on(tmp_path):
     trials = {t.params["optimizer.lr"]: t for t in load_study(tmp_path).trials}
     assert trials[1e12].state == TrialState.PRUNED
     assert "diverged" in trials[1e12].user_attrs["sweeper.failure"]
+    # its record says how long it trained before the loss went non-finite
+    assert 1 <= trials[1e12].user_attrs["epochs"] <= 3 and trials[1e12].user_attrs["duration_s"] > 0
     assert trials[0.05].state == TrialState.COMPLETE
 
 

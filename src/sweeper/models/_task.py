@@ -134,6 +134,7 @@ class TaskModule(pl.LightningModule):
             logger=False,
         )
         self.diverged: str | None = None
+        self.diverged_epochs: int | None = None  # epochs trained when the loss went non-finite
         self._train_sums: torch.Tensor | None = None  # loss * n, n, extra sums over the epoch
 
     @classmethod
@@ -208,12 +209,13 @@ class TaskModule(pl.LightningModule):
                 f"training diverged: train/loss is {loss.item()} at epoch {self.current_epoch}; "
                 "lower optimizer.lr or add gradient clipping (trainer.gradient_clip_val=1.0)"
             )
+            self.diverged_epochs = self.current_epoch + 1
             self.trainer.should_stop = True
 
     def check_diverged(self) -> None:
         """Raise :class:`DivergedError` if the last ``fit`` stopped on a non-finite loss."""
         if self.diverged:
-            raise DivergedError(self.diverged)
+            raise DivergedError(self.diverged, epochs=self.diverged_epochs)
 
     # -- evaluation helpers ---------------------------------------------------------
 
