@@ -144,3 +144,14 @@ def test_evaluate_a_study_and_a_run(recorded):
     assert bad.returncode == 2 and "data.download=true" in bad.stderr
     missing = cli(recorded, "evaluate", "0" * 32)
     assert missing.returncode == 2 and "no MLflow run" in missing.stderr
+
+
+def test_the_ui_landing_page_copes_with_a_store_without_studies(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from sweeper.reports.ui import latest_study
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert latest_study(uri, "sweeper") == (None, None, None)  # no experiment at all
+    experiment_id = MlflowClient(uri).create_experiment("sweeper")
+    assert latest_study(uri, "sweeper") == (experiment_id, None, None)  # an experiment, no study

@@ -248,6 +248,9 @@ def test_a_ddp_trial_can_be_pruned(tmp_path):
         (["search.storage=sqlite:////nonexistent/dir/optuna.db"], "search.storage"),
         (["search.metric=val/accuracy"], "search.metric"),
         (["search.n_trials=-3"], "search.n_trials"),
+        # sampler and pruner arguments are checked by building them, before the study exists
+        (["search/pruner=median", "search.pruner.n_warmup_steps=-1"], "search.pruner"),
+        (["search/sampler=tpe", "+search.sampler.n_startup_triels=3"], "search.sampler"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_creates_nothing(tmp_path, args, key):
