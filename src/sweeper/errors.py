@@ -27,8 +27,10 @@ class DataError(SweeperError):
 
 
 class DivergedError(SweeperError):
-    """Training produced a non-finite loss; ``epochs`` is how many epochs it trained."""
+    """Training produced a non-finite loss; ``epochs`` is how many epochs it trained and
+    ``duration_s`` how long (set by the training run, measured as for a finished run)."""
 
     def __init__(self, message: str, epochs: int | None = None) -> None:
         self.epochs = epochs
+        self.duration_s: float | None = None
         super().__init__(message)

@@ -260,7 +260,6 @@ class Worker:
 
         trial_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
         beat = Heartbeat(self.storage, trial_id, settings.heartbeat_timeout / 4)
-        trial_started = time.monotonic()
         try:
             with beat:
                 if settings.cv_folds > 1:
@@ -312,7 +311,8 @@ class Worker:
             trial.set_user_attr(PRUNED_BY_ATTR, "diverged")
             if exc.epochs is not None:
                 trial.set_user_attr("epochs", exc.epochs)
-            trial.set_user_attr("duration_s", round(time.monotonic() - trial_started, 3))
+            if exc.duration_s is not None:
+                trial.set_user_attr("duration_s", round(exc.duration_s, 3))
             self._tell(trial, log_file, state=TrialState.FAIL if settings.multi_objective else TrialState.PRUNED)
             return
         except SweeperError as exc:  # bad config or data: the same again on every retry

@@ -23,7 +23,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from sweeper.config import resolved, validate_train_config
-from sweeper.errors import ConfigError, SweeperError
+from sweeper.errors import ConfigError, DivergedError, SweeperError
 from sweeper.paths import project_dir
 from sweeper.signals import interrupt_reason
 from sweeper.training.build import build_datamodule, build_module, instantiate
@@ -208,7 +208,11 @@ def run_training(
         if trainer.interrupted:
             raise KeyboardInterrupt
         if hasattr(module, "check_diverged"):
-            module.check_diverged()
+            try:
+                module.check_diverged()
+            except DivergedError as exc:
+                exc.duration_s = time.perf_counter() - started
+                raise
         pruner = next((cb for cb in callbacks if getattr(cb, "pruned", False)), None)
         fit_metrics = _scalars(trainer.callback_metrics)
         best_path = checkpoint.best_model_path if checkpoint else None
