@@ -147,9 +147,23 @@ def _guard(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
     @functools.wraps(task)
     def job(cfg: Any) -> Any:
         try:
+            from omegaconf import OmegaConf
+
+            from sweeper import trust
+
+            # the user's own configs: their targets may be rebuilt from the files they write
+            trust.trust_config(OmegaConf.to_container(cfg, resolve=False))  # type: ignore[arg-type]
             return task(cfg)
         except SweeperError as exc:
+            _leave_no_folder()  # bad input: nothing created, not even Hydra's run folder
             raise _UserError(str(exc)) from exc
+        except Exception as exc:
+            from hydra.errors import HydraException
+            from omegaconf.errors import OmegaConfBaseException
+
+            if isinstance(exc, (HydraException, OmegaConfBaseException)):
+                _leave_no_folder()  # a config error found inside the job, reported by run_hydra
+            raise
 
     return job
 
@@ -222,6 +236,8 @@ def run_hydra(config_name: str, command: str, task: Callable[[Any], Any], argv: 
     from sweeper.paths import conf_dir
 
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    _folders_before.clear()
+    _folders_before.update(_existing_folders())
     saved_argv = sys.argv
     try:
         sys.argv = [saved_argv[0], *with_config_dir(argv)]
@@ -276,6 +292,58 @@ def _train_task(cfg: Any) -> float | None:
     print(f"trained {choices.get('model', family(cfg))} for {result.epochs} epochs in "
           f"{result.duration_s:.1f}s: {' '.join(p for p in parts if p)}; {where}")
     return result.best_score
+
+
+_folders_before: set[str] = set()  # run folders that existed before this command (run_hydra)
+
+
+def _existing_folders() -> set[str]:
+    from pathlib import Path
+
+    outputs = Path.cwd() / "outputs"
+    if not outputs.is_dir():
+        return set()
+    found = {str(outputs.resolve())}
+    for child in outputs.iterdir():
+        if child.is_dir():
+            found.add(str(child.resolve()))
+            found.update(str(g.resolve()) for g in child.iterdir() if g.is_dir())
+    return found
+
+
+def _leave_no_folder() -> None:
+    """Remove the Hydra run folder of a refused command when this command made it and
+    it holds nothing of a run."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        output_dir = HydraConfig.get().runtime.output_dir
+    except ValueError:
+        return
+    _remove_if_unused(output_dir)
+
+
+def _remove_if_unused(output_dir: str) -> None:
+    """Remove a run folder that this command made and that holds only what Hydra and the
+    start of a run wrote into it (``.hydra/``, its log, ``config.yaml``), and the folders
+    above it that it left empty, up to the working directory."""
+    import shutil
+    from pathlib import Path
+
+    folder = Path(output_dir).resolve()
+    if not folder.is_dir() or str(folder) in _folders_before:
+        return
+    if any(p.name not in (".hydra", "config.yaml") and p.suffix != ".log" for p in folder.iterdir()):
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    cwd = Path.cwd().resolve()
+    parent = folder.parent
+    while parent != cwd and cwd in parent.parents and str(parent) not in _folders_before:
+        try:
+            parent.rmdir()  # only when empty
+        except OSError:
+            break
+        parent = parent.parent
 
 
 def cmd_train(argv: Sequence[str]) -> int:
@@ -412,7 +480,9 @@ def cmd_evaluate(argv: Sequence[str]) -> int:
                         help="your config folder, searched before the shipped one for data=<option> "
                              "(default: $SWEEPER_CONFIG_DIR, else ./conf if it exists)")
     _tracking_args(parser)
+    _trust_args(parser)
     args = parser.parse_args(argv)
+    _apply_trust(args)
     from pathlib import Path
 
     from sweeper.paths import project_config_dir
@@ -447,11 +517,35 @@ def cmd_logs(argv: Sequence[str]) -> int:
     return 0
 
 
+def _trust_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trust", action="append", default=[], metavar="MODULE",
+                        help="a module whose classes the model's files may name besides sweeper's own "
+                             "(repeat, or comma-separate; also $SWEEPER_TRUSTED_MODULES)")
+
+
+def _apply_trust(args: argparse.Namespace) -> None:
+    """``--trust``, and the modules the project's config folder names, for this process
+    and the servers it starts."""
+    from pathlib import Path
+
+    from sweeper import trust
+    from sweeper.paths import project_config_dir
+
+    trust.trust_from(args.trust)
+    given = getattr(args, "config_dir", None)
+    folder = Path(given) if given else project_config_dir()
+    if folder is not None and folder.is_dir():
+        trust.trust_config_folder(folder)
+    if trust.trusted_modules():
+        os.environ[trust.ENV] = ",".join(trust.trusted_modules())
+
+
 def _model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", metavar="MODEL",
                         help="a study name (its latest registered model), an MLflow run id, "
                              "or models:/<name>/<version>")
     _tracking_args(parser)
+    _trust_args(parser)
 
 
 def cmd_serve(argv: Sequence[str]) -> int:
@@ -465,10 +559,14 @@ def cmd_serve(argv: Sequence[str]) -> int:
     parser.add_argument("--host", default="127.0.0.1",
                         help="interface to bind (default 127.0.0.1; anything else exposes the model to your network)")
     parser.add_argument("--port", type=int, default=5001, help="port (default 5001)")
+    parser.add_argument("--max-request-mb", type=float, default=None,
+                        help="largest request body accepted, in MB; larger ones are answered 413 "
+                             "(default $SWEEPER_SERVE_MAX_REQUEST_MB, else 5)")
     args = parser.parse_args(argv)
-    from sweeper.serving.serve import serve
+    _apply_trust(args)
+    from sweeper.serving.serve import max_request_mb, serve
 
-    return serve(args.target, args.tracking_uri, args.host, args.port)
+    return serve(args.target, args.tracking_uri, args.host, args.port, max_request_mb(args.max_request_mb))
 
 
 def cmd_compress(argv: Sequence[str]) -> int:
@@ -486,6 +584,7 @@ def cmd_compress(argv: Sequence[str]) -> int:
     parser.add_argument("--repeats", type=int, default=20, help="latency repeats (median; default 20)")
     parser.add_argument("--no-register", action="store_true", help="measure only")
     args = parser.parse_args(argv)
+    _apply_trust(args)
     try:
         sparsities = [float(s) for s in args.sparsities.split(",") if s.strip()]
     except ValueError:
@@ -510,6 +609,7 @@ def cmd_export(argv: Sequence[str]) -> int:
     parser.add_argument("--format", default="torchscript,onnx", help="torchscript, onnx or both (default)")
     parser.add_argument("--out", default=None, help="folder for the files (default outputs/export/<run id>)")
     args = parser.parse_args(argv)
+    _apply_trust(args)
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
     unknown = sorted(set(formats) - {"torchscript", "onnx"})
     if unknown or not formats:

@@ -67,8 +67,10 @@ def test_direction_follows_the_monitor_or_the_metric_name():
     # the monitored metric takes the task's mode, whatever its name
     s = parse_settings(_search("search.metric=val/score"), None, "val/score", "min")
     assert s.directions == ("minimize",)
+    s = parse_settings(_search("search.metric=val/score"))
+    assert s.undirected == ("val/score",)
     with pytest.raises(ConfigError, match="cannot tell whether to maximize or minimize val/score"):
-        parse_settings(_search("search.metric=val/score"))
+        s.check_directions()
 
 
 def test_mask_url():

@@ -8,7 +8,6 @@ network without Hydra and without unpickling code objects.
 from __future__ import annotations
 
 import functools
-import importlib
 import numbers
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -16,15 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from sweeper import trust
+
 TARGET = "_target_"
-
-
-def import_object(path: str) -> Any:
-    """Import ``package.module.Name`` and return ``Name``."""
-    module_name, _, attr = path.rpartition(".")
-    if not module_name:
-        raise ImportError(f"{path!r} is not a dotted path like 'package.module.Name'")
-    return getattr(importlib.import_module(module_name), attr)
 
 
 def _plain(value: Any) -> Any:
@@ -113,12 +106,13 @@ class Backbone(nn.Module):
         return dict(self._spec)
 
 
-def build(spec: Mapping[str, Any]) -> nn.Module:
+def build(spec: Mapping[str, Any], source: str = "a network spec") -> nn.Module:
     """Build the module a plain-data spec describes: ``{"_target_": "pkg.mod.Class", **kwargs}``.
 
-    Works for any class or callable returning an ``nn.Module``, and rebuilds a
-    :attr:`Backbone.spec`, including specs recorded before ``num_classes`` was renamed
-    ``num_outputs``.
+    Rebuilds a :attr:`Backbone.spec`, including specs recorded before ``num_classes``
+    was renamed ``num_outputs``. A spec may come from a file (a checkpoint, a registered
+    model), so its ``_target_`` must be one of sweeper's networks or in a trusted module
+    (:mod:`sweeper.trust`); there any class or callable returning an ``nn.Module`` works.
     """
     kwargs = dict(spec)
     if TARGET not in kwargs:
@@ -126,7 +120,7 @@ def build(spec: Mapping[str, Any]) -> nn.Module:
             f"a network spec needs a {TARGET!r} key naming its class, got {sorted(kwargs)}"
         )
     target = kwargs.pop(TARGET)
-    factory = import_object(target) if isinstance(target, str) else target
+    factory = trust.resolve(target, "network", source) if isinstance(target, str) else target
     if (
         isinstance(factory, type)
         and issubclass(factory, Backbone)
@@ -157,9 +151,11 @@ def callable_spec(fn: Callable[..., Any] | Mapping[str, Any] | None) -> dict[str
     )
 
 
-def callable_from_spec(spec: Mapping[str, Any] | None) -> Callable[..., Any] | None:
-    """Inverse of :func:`callable_spec`."""
+def callable_from_spec(spec: Mapping[str, Any] | None, role: str = "optimizer",
+                       source: str = "a checkpoint") -> Callable[..., Any] | None:
+    """Inverse of :func:`callable_spec`: ``role`` (optimizer or scheduler) says what the
+    ``_target_`` must be (:mod:`sweeper.trust`)."""
     if not spec:
         return None
     kwargs = dict(spec)
-    return functools.partial(import_object(kwargs.pop(TARGET)), **kwargs)
+    return functools.partial(trust.resolve(kwargs.pop(TARGET), role, source), **kwargs)

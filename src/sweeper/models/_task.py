@@ -54,7 +54,7 @@ def resolve_net(
         )
     if isinstance(net, Mapping):
         spec = _plain(net)
-        module = build(spec)
+        module = build(spec, f"the network spec given to {owner} (from a checkpoint or model file)")
         # The module's own spec, when it has one, is canonical (old keys renamed).
         return module, _net_spec(module) or spec
     if isinstance(net, nn.Module):
@@ -65,8 +65,8 @@ def resolve_net(
     )
 
 
-def _factory(value: Callable[..., Any] | Mapping[str, Any] | None) -> Callable[..., Any] | None:
-    return callable_from_spec(value) if isinstance(value, Mapping) else value
+def _factory(value: Callable[..., Any] | Mapping[str, Any] | None, role: str) -> Callable[..., Any] | None:
+    return callable_from_spec(value, role) if isinstance(value, Mapping) else value
 
 
 def pyplot() -> Any:
@@ -122,8 +122,8 @@ class TaskModule(pl.LightningModule):
         super().__init__()
         module, spec = resolve_net(net, type(self).__name__)
         self.net: nn.Module = module
-        self.optimizer_factory = _factory(optimizer)
-        self.scheduler_factory = _factory(scheduler)
+        self.optimizer_factory = _factory(optimizer, "optimizer")
+        self.scheduler_factory = _factory(scheduler, "scheduler")
         self.save_hyperparameters(
             {
                 "net": spec,

@@ -11,6 +11,7 @@ from typing import Any, cast
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from sweeper import trust
 from sweeper.errors import ConfigError, SweeperError
 from sweeper.tracking.stores import require_store
 
@@ -128,6 +129,16 @@ def recorded_files(tracker: Any, run: Any, folder: Path) -> tuple[str, str]:
     return config_path, checkpoint
 
 
+def _recorded_config(path: str, run_id: str) -> DictConfig:
+    """A recorded run's training config, refused when it names a class a file may not
+    make sweeper build (:mod:`sweeper.trust`): it comes from the tracking store, which
+    others may write."""
+    cfg = cast(DictConfig, OmegaConf.load(path))  # sweeper wrote it, a mapping
+    OmegaConf.resolve(cfg)
+    trust.check_config(cast(dict[str, Any], OmegaConf.to_container(cfg)), f"run {run_id}'s config.yaml")
+    return cfg
+
+
 def recorded_model(tracker: Any, target: str, folder: Path) -> tuple[Any, Any]:
     """``(run, evaluation)`` of a run id or a study's best trial: its model restored from the
     checkpoint and scored on the test split it was trained with."""
@@ -135,8 +146,7 @@ def recorded_model(tracker: Any, target: str, folder: Path) -> tuple[Any, Any]:
 
     run = _resolve_run(tracker.client, tracker.experiment_id, target)
     config_path, checkpoint = recorded_files(tracker, run, folder)
-    cfg = cast(DictConfig, OmegaConf.load(config_path))  # sweeper wrote it, a mapping
-    OmegaConf.resolve(cfg)
+    cfg = _recorded_config(config_path, run.info.run_id)
     return run, evaluate_checkpoint(cfg, checkpoint)
 
 
@@ -152,9 +162,11 @@ def evaluate_recorded(
     run_id = run.info.run_id
     with tempfile.TemporaryDirectory() as tmp:
         config_path, checkpoint = recorded_files(tracker, run, Path(tmp))
-        cfg = cast(DictConfig, OmegaConf.load(config_path))  # sweeper wrote it, a mapping
+        cfg = _recorded_config(config_path, run_id)
         trained = OmegaConf.to_container(cfg.data, resolve=True)
         data_name = _apply(cfg, overrides, config_dirs)
+        if any(GROUP_OVERRIDE.match(o) for o in overrides):  # the user's own data config
+            trust.trust_config({"data": OmegaConf.to_container(cfg.data, resolve=False)})
         OmegaConf.resolve(cfg)
         check_same_split(trained, OmegaConf.to_container(cfg.data, resolve=True))  # type: ignore[arg-type]
         out = Path(tmp) / "evaluation"

@@ -30,6 +30,8 @@ class SweepPlan:
     config_sources: list[dict[str, str]] = field(default_factory=list)
     # the resolved base config (no search, no hydra); a worker that composes anything else stops
     base_config: dict[str, Any] = field(default_factory=dict)
+    # the search space as the coordinator parsed it (SearchSpace.to_data)
+    space: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def search(self) -> SearchSettings:
@@ -37,6 +39,7 @@ class SweepPlan:
         data["metrics"] = tuple(data["metrics"])
         data["directions"] = tuple(data["directions"])
         data["enqueue"] = tuple(data.get("enqueue", ()))
+        data["undirected"] = tuple(data.get("undirected", ()))
         return SearchSettings(**data)
 
     def save(self, path: Path) -> None:

@@ -35,6 +35,7 @@ def check_metrics(settings: SearchSettings, epoch_metrics: tuple[str, ...] | Non
     once it trains, and the first epoch checks it.
     """
     if epoch_metrics is None:
+        settings.check_directions()
         return
     first, rest = settings.metrics[0], settings.metrics[1:]
     if first not in epoch_metrics:
@@ -48,6 +49,7 @@ def check_metrics(settings: SearchSettings, epoch_metrics: tuple[str, ...] | Non
                 f"search.metric: unknown metric '{metric}'; choose from "
                 f"{', '.join(epoch_metrics + STATIC_METRICS)}"
             )
+    settings.check_directions()
 
 
 def _strip(cfg: DictConfig) -> DictConfig:

@@ -63,7 +63,7 @@ def load_record(storage_url: str, name: str | None) -> StudyRecord:
 def study_record(study: Any) -> StudyRecord:
     from optuna.trial import TrialState
 
-    from sweeper.search.trials import RUN_ID_ATTR
+    from sweeper.search.trials import RUN_ID_ATTR, trial_duration
 
     attrs = study.user_attrs
     metrics = attrs.get(METRICS_ATTR) or ["value"]
@@ -87,7 +87,6 @@ def study_record(study: Any) -> StudyRecord:
             value = t.values[0]
         else:  # a stopped or running trial: its best epoch so far
             value = pick(t.intermediate_values.values()) if t.intermediate_values else None
-        end = t.datetime_complete
         epochs = t.user_attrs.get("epochs", len(t.intermediate_values) or None)
         record.trials.append(TrialRecord(
             number=t.number,
@@ -95,7 +94,7 @@ def study_record(study: Any) -> StudyRecord:
             value=value,
             params={k: str(t.params[k]) if k in t.params else "-" for k in searched},
             epochs=int(epochs) if epochs is not None else None,
-            duration_s=(end - t.datetime_start).total_seconds() if end and t.datetime_start else None,
+            duration_s=trial_duration(t),
             run_id=str(t.user_attrs.get(RUN_ID_ATTR, "")),
         ))  # fmt: skip
     return record

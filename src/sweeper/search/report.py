@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from sweeper.search.trials import counts
+from sweeper.search.trials import counts, trial_duration
 
 
 def say(message: str) -> None:
@@ -123,7 +123,7 @@ def trials_table(study: Any, metrics: Sequence[str], param_keys: Sequence[str], 
         values = list(t.values) if t.values else [None] * len(metrics)
         rows.append([
             t.number, t.state.name, *values, t.user_attrs.get("epochs"),
-            _duration(t.user_attrs.get("duration_s", 0)),
+            _duration(trial_duration(t) or 0),
             *[t.params.get(k) for k in param_keys],
         ])  # fmt: skip
     return table(["#", "state", *metrics, "epochs", "time", *param_keys], rows)

@@ -33,6 +33,7 @@ class SearchSettings:
     heartbeat_timeout: float = 60.0
     force: bool = False
     register_model: bool = True
+    allow_repeats: bool = False  # a trial may get the parameters of another live or finished one
     cv_folds: int = 1
     sampler_name: str = "tpe"
     pruner_name: str = "median"
@@ -46,6 +47,15 @@ class SearchSettings:
     min_delta: float = 0.0
     trial_timeout: float | None = None  # seconds of training per trial
     epoch_budget: int | None = None  # epochs trained by all trials together
+    undirected: tuple[str, ...] = ()  # metrics whose direction neither search.direction nor the name gives
+
+    def check_directions(self) -> None:
+        """Refuse a metric whose direction is unknown (after the metric itself was checked)."""
+        if self.undirected:
+            raise ConfigError(
+                f"search.direction: cannot tell whether to maximize or minimize {', '.join(self.undirected)}; "
+                "set it, e.g. search.direction=maximize"
+            )
 
     @property
     def multi_objective(self) -> bool:
@@ -86,13 +96,14 @@ def parse_settings(
     the monitored metric) or from its name (loss, mae … minimise; acc, f1, r2 … maximise).
     """
     problems: list[str] = []
+    undirected: tuple[str, ...] = ()
     raw = OmegaConf.to_container(search, resolve=True)
     assert isinstance(raw, dict)
     known = {
         "n_trials", "timeout", "metric", "direction", "study_name", "storage", "workers", "seed",
         "max_failure_rate", "retries", "force", "register_model", "params", "sampler", "pruner",
         "cv", "threads", "heartbeat_timeout", "enqueue", "warm_start", "patience", "min_delta",
-        "trial_timeout", "epoch_budget",
+        "trial_timeout", "epoch_budget", "allow_repeats",
     }  # fmt: skip
     for key in sorted(set(raw) - known):
         problems.append(f"search.{key}: unknown key; known keys are {', '.join(sorted(known))}")
@@ -133,12 +144,9 @@ def parse_settings(
     directions = _as_tuple(raw.get("direction"))
     if raw.get("direction") is None and metrics and all(isinstance(m, str) and m for m in metrics):
         inferred = [infer_direction(m, monitor, monitor_mode) for m in metrics]
-        unknown = [m for m, d in zip(metrics, inferred) if d is None]
-        if unknown:
-            problems.append(
-                f"search.direction: cannot tell whether to maximize or minimize {', '.join(unknown)}; "
-                "set it, e.g. search.direction=maximize"
-            )
+        # told once the metric is known to exist (check_directions): a misspelt metric is
+        # reported as unknown, not as a metric without a direction
+        undirected = tuple(m for m, d in zip(metrics, inferred) if d is None)
         directions = tuple(d or "maximize" for d in inferred)
     if not metrics or not all(isinstance(m, str) and m for m in metrics):
         problems.append(f"search.metric must be a metric name such as val/acc (or a list), got {raw.get('metric')!r}")
@@ -156,8 +164,8 @@ def parse_settings(
     storage = raw.get("storage")
     if storage is not None and (not isinstance(storage, str) or not storage):
         problems.append(f"search.storage must be a storage URL or null, got {storage!r}")
-    for key in ("force", "register_model"):
-        if not isinstance(raw.get(key), bool):
+    for key in ("force", "register_model", "allow_repeats"):
+        if not isinstance(raw.get(key, False), bool):
             problems.append(f"search.{key} must be true or false, got {raw.get(key)!r}")
     cv = raw.get("cv") or {}
     folds = cv.get("folds", 1) if isinstance(cv, dict) else None
@@ -230,6 +238,7 @@ def parse_settings(
         heartbeat_timeout=float(beat),
         force=raw["force"],
         register_model=raw["register_model"],
+        allow_repeats=bool(raw.get("allow_repeats", False)),
         cv_folds=folds,
         sampler_name=choices.get("search/sampler", "custom"),
         pruner_name=choices.get("search/pruner", "custom"),
@@ -242,4 +251,5 @@ def parse_settings(
         min_delta=float(min_delta),
         trial_timeout=float(trial_timeout) if trial_timeout is not None else None,
         epoch_budget=epoch_budget,
+        undirected=undirected,
     )

@@ -11,8 +11,10 @@ Two syntaxes are accepted for each entry:
     model.cell: {choices: [lstm, gru], when: {model: rnn}}   # conditional
 
 * the Hydra Optuna sweeper's strings (so a lightning-hydra-template ``params`` block
-  runs unchanged): ``interval(1e-4, 0.1)``, ``tag(log, interval(1e-4, 0.1))``,
-  ``choice(32, 64, 128)``, ``32,64,128``, ``range(1, 5)``.
+  runs unchanged, with the plugin's distributions): ``interval(1e-4, 0.1)``,
+  ``tag(log, interval(1e-4, 0.1))``, ``choice(32, 64, 128)``, ``32,64,128``,
+  ``range(1, 5)`` (an int range 1..5, its end included, as the plugin reads it),
+  ``shuffle(...)`` (a categorical, in the declared order).
 
 A key that names a config group (``model``, ``optimizer`` …) picks a group option;
 any other key is a dotted config key whose value is replaced.
@@ -177,6 +179,22 @@ class SearchSpace:
     def group_params(self) -> list[Param]:
         return [p for p in self.params if p.is_group]
 
+    def to_data(self) -> list[dict[str, Any]]:
+        """The parsed space as JSON-ready data: what the coordinator hands its workers, so
+        that every process searches exactly the space it parsed."""
+        return [{"key": p.key, "kind": p.kind, "low": p.low, "high": p.high, "step": p.step, "log": p.log,
+                 "choices": list(p.choices), "when": [[k, list(v)] for k, v in p.when], "encoded": p.encoded}
+                for p in self.params]
+
+    @classmethod
+    def from_data(cls, data: list[dict[str, Any]]) -> SearchSpace:
+        return cls(tuple(
+            Param(key=d["key"], kind=d["kind"], low=d["low"], high=d["high"], step=d["step"], log=d["log"],
+                  choices=tuple(d["choices"]), when=tuple((k, tuple(v)) for k, v in d["when"]),
+                  encoded=d["encoded"])
+            for d in data
+        ))
+
 
 def split_overrides(values: Mapping[str, Any]) -> tuple[list[str], dict[str, Any]]:
     """Group choices as Hydra overrides (``model=cnn``), other keys as ``{key: value}``."""
@@ -206,10 +224,21 @@ def _from_hos(key: str, text: str) -> dict[str, Any]:
             "interval(low, high), tag(log, interval(low, high)), choice(a, b) or range(a, b)"
         ) from None
     value = override.value()
+    if isinstance(value, (ChoiceSweep, RangeSweep)) and value.shuffle:
+        # Every process and every resume must see one order (it is part of the study's
+        # space); a categorical's order means nothing to a sampler, so take the declared one.
+        value.shuffle = False
+        return {"type": "categorical", "choices": list(override.sweep_iterator())}
     if isinstance(value, ChoiceSweep):
         return {"type": "categorical", "choices": list(override.sweep_iterator())}
     if isinstance(value, RangeSweep):
-        return {"type": "categorical", "choices": list(override.sweep_iterator())}
+        # as the Hydra Optuna sweeper reads it: an ordered range whose end is included
+        start, stop, step = value.start, value.stop, value.step
+        if start is None or stop is None:
+            raise ConfigError(f"search.params.{key}: {text!r} needs a start and a stop, e.g. range(1, 4)")
+        if any(isinstance(v, float) for v in (start, stop, step)):
+            return {"type": "float", "low": float(start), "high": float(stop), "step": float(step)}
+        return {"type": "int", "low": int(start), "high": int(stop), "step": int(step)}
     if isinstance(value, IntervalSweep):
         start, end = value.start, value.end
         log = "log" in value.tags

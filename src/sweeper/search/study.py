@@ -16,7 +16,7 @@ from sweeper.tracking.stores import mask_url
 # another machine, accelerator or tracking store. (seed, data, model, optimizer,
 # scheduler and the trainer's budget all define the trials.)
 RUN_ONLY_KEYS = (
-    "tracking", "progress_bar", "test", "checkpoint",
+    "tracking", "progress_bar", "test", "checkpoint", "trusted_modules",
     "trainer.accelerator", "trainer.devices", "trainer.strategy", "trainer.num_nodes",
     "trainer.log_every_n_steps", "trainer.enable_progress_bar", "trainer.benchmark",
     "data.num_workers", "data.eval_batch_size", "data.root", "data.path", "data.download",
@@ -65,30 +65,47 @@ def config_changes(old: dict[str, Any], new: dict[str, Any], limit: int = 4) -> 
     return phrases, len(changed)
 
 
+def _find_study(storage: Any, name: str) -> bool:
+    try:
+        storage.get_study_id_from_name(name)
+    except KeyError:
+        return False
+    return True
+
+
 def open_study(settings: SearchSettings, storage: Any, space: SearchSpace,
                config: dict[str, Any] | None = None) -> Any:
     """Create the study, or load it and refuse what would make its trials incomparable:
     other directions, space, metric, folds, or ``config`` (:func:`study_config`) than
-    it was created with (``search.force=true`` resumes anyway, except for directions)."""
+    it was created with (``search.force=true`` resumes anyway, except for directions).
+
+    Loading writes nothing unless something changed: a finished study re-run stays as it
+    was in its store. A study that holds no trial yet (a command refused after creating
+    it) takes the new command's definition."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        study_name=settings.study_name,
-        storage=storage,
-        directions=list(settings.directions),
-        load_if_exists=True,
-    )
+    if _find_study(storage, settings.study_name):
+        study = optuna.load_study(study_name=settings.study_name, storage=storage)
+    else:  # another machine may create it at the same instant: then this loads it
+        study = optuna.create_study(study_name=settings.study_name, storage=storage,
+                                    directions=list(settings.directions), load_if_exists=True)
     stored_directions = [d.name.lower() for d in study.directions]
+    empty = not study.get_trials(deepcopy=False)
     if stored_directions != list(settings.directions):
-        raise ConfigError(
-            f"search.direction: study '{settings.study_name}' was created with "
-            f"{stored_directions}, not {list(settings.directions)}; directions cannot change, "
-            "start a new study with search.study_name=<new name>"
-        )
+        if not empty:
+            raise ConfigError(
+                f"search.direction: study '{settings.study_name}' was created with "
+                f"{stored_directions}, not {list(settings.directions)}; directions cannot change, "
+                "start a new study with search.study_name=<new name>"
+            )
+        # no trial was ever run: the study is made again with this command's directions
+        optuna.delete_study(study_name=settings.study_name, storage=storage)
+        study = optuna.create_study(study_name=settings.study_name, storage=storage,
+                                    directions=list(settings.directions), load_if_exists=True)
     attrs = study.user_attrs
     signature = space.signature()
-    if SPACE_ATTR in attrs and not settings.force:
+    if SPACE_ATTR in attrs and not settings.force and not empty:
         if attrs[SPACE_ATTR] != signature:
             old = json.loads(attrs[SPACE_ATTR])
             new = json.loads(signature)
@@ -120,11 +137,12 @@ def open_study(settings: SearchSettings, storage: Any, space: SearchSpace,
                 "study with search.study_name=<new name>, undo the change, or resume anyway "
                 "with search.force=true"
             )
+    wanted: dict[str, Any] = {SPACE_ATTR: signature, METRICS_ATTR: list(settings.metrics), CV_ATTR: settings.cv_folds}
     if config is not None:
-        study.set_user_attr(CONFIG_ATTR, config)
-    study.set_user_attr(SPACE_ATTR, signature)
-    study.set_user_attr(METRICS_ATTR, list(settings.metrics))
-    study.set_user_attr(CV_ATTR, settings.cv_folds)
+        wanted[CONFIG_ATTR] = config
+    for key, value in wanted.items():
+        if attrs.get(key) != value:  # only what changed: a re-run leaves the store as it was
+            study.set_user_attr(key, value)
     return study
 
 

@@ -24,6 +24,7 @@ from sweeper.composition import without_searchpath
 from sweeper.config import composed_form, redacted, validate_train_config, without_password
 from sweeper.errors import ConfigError, SweeperError
 from sweeper.search.control import enqueue_points, start_points, stop_reason
+from sweeper.search.distinct import space_size
 from sweeper.search.finish import finish, report_finished
 from sweeper.search.plan import SweepPlan
 from sweeper.search.preflight import check_trials
@@ -42,7 +43,7 @@ from sweeper.search.trials import (
     recover_stale,
 )
 from sweeper.signals import EXIT_CTRL_C, EXIT_SIGTERM, interrupt_reason, terminated
-from sweeper.tracking.stores import store_exists
+from sweeper.tracking.stores import check_store, store_exists
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,27 @@ def _worker_error(study_dir: Path) -> str:
         if lines:
             return lines[-1][len("sweeper: error: "):]
     return "a sweep worker could not compose the sweep's config"
+
+
+def _ended(code: int) -> str:
+    if code < 0:
+        import signal
+
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def check_tracking(uri: str) -> None:
+    """The tracking store answers, checked without creating anything in it."""
+    from sweeper.tracking.mlflow import check_server
+
+    if uri.startswith(("http://", "https://")):
+        check_server(uri)
+    else:
+        check_store(uri, "tracking.uri", "fix tracking.uri, start the server, or turn tracking off with tracking=none")
 
 
 def run_sweep(
@@ -128,11 +150,22 @@ def _run_sweep(
         if size < n_trials:
             say(f"grid has {size} points: running {size} trials, not {n_trials}")
             n_trials = size
+    elif not settings.allow_repeats and (finite := space_size(space)) is not None and finite < n_trials:
+        say(f"the search space has {finite} points: running {finite} trials, not {n_trials} "
+            "(search.allow_repeats=true runs points again)")
+        n_trials = finite
     if settings.multi_objective and settings.pruner_name not in ("none", "custom"):
         say("multi-objective study: Optuna cannot prune it, so search.pruner is not used")
 
     study_dir = (Path.cwd() / "outputs" / "sweeps" / settings.study_name).resolve()
     storage_url = settings.storage or default_storage(study_dir)
+    # Both stores are checked before either is written: a refused sweep leaves no folder,
+    # no study and no run behind (the corrected command then starts afresh).
+    if cfg.tracking.enabled:
+        check_tracking(str(cfg.tracking.uri))
+    if settings.storage is not None:
+        check_store(storage_url, "search.storage", "check the URL and that the server is up, or leave "
+                    "search.storage unset for the embedded journal file")
     if settings.storage is None:  # the journal goes there: the folder comes first
         _writable(study_dir)
         storage = open_storage(storage_url)
@@ -198,6 +231,7 @@ def _run_sweep(
         threads=threads,
         config_sources=sources,
         base_config=redacted(composed_form(base)),
+        space=space.to_data(),
     )
     plan_file = study_dir / "plan.json"
     plan.save(plan_file)
@@ -218,7 +252,16 @@ def _run_sweep(
         recover_stale(study, storage, settings.retries, mark_child, settings.heartbeat_timeout)
     if tracker is not None:
         close_finished_trial_runs(tracker, study)
-    if interrupted or any(code in (EXIT_CTRL_C, EXIT_SIGTERM) for code in codes):
+    # What the study reached decides; a worker lost on the way is a warning when the
+    # others finished the study.
+    final = study.get_trials(deepcopy=False)
+    stop = stop_reason(final, settings)
+    if counts(final)["DONE"] >= n_trials:
+        outcome = "complete"
+    elif stop is not None:
+        outcome = stop[0]
+        say(f"search stopped early: {stop[1]}")
+    elif interrupted or any(code in (EXIT_CTRL_C, EXIT_SIGTERM) for code in codes):
         outcome = "interrupted"
     elif any(code == EXIT_CONFIG for code in codes):
         outcome = "config mismatch"
@@ -226,15 +269,14 @@ def _run_sweep(
         outcome = "too many failures"
     elif any(code not in (0, None) for code in codes):
         outcome = "worker error"
-    elif counts(study.get_trials(deepcopy=False))["DONE"] >= n_trials:
-        outcome = "complete"
-    elif (stop := stop_reason(study.get_trials(deepcopy=False), settings)) is not None:
-        outcome = stop[0]
-        say(f"search stopped early: {stop[1]}")
     elif settings.timeout:
         outcome = "timeout"
     else:
         outcome = "complete"
+    lost = [(i, code) for i, code in enumerate(codes) if code not in (0, None)]
+    if lost and outcome in STUDY_ENDS:
+        say("warning: " + ", ".join(f"worker {i} ended early ({_ended(code)})" for i, code in lost)
+            + f"; the other workers finished the study (see {study_dir}/worker_*.log)")
     try:
         # one machine at a time: the best model is tested and registered once per study
         with study_lock(storage_url, settings.study_name):

@@ -26,6 +26,18 @@ def counts(trials: list[FrozenTrial]) -> Counter[str]:
     return c
 
 
+def trial_duration(trial: FrozenTrial) -> float | None:
+    """A trial's duration in seconds, one figure in every report and in both stores: what
+    its training run measured (``duration_s``, also the ``duration_s`` tag of its MLflow
+    run), else, for a trial that never finished training, its start to its end."""
+    measured = trial.user_attrs.get("duration_s")
+    if measured is not None:
+        return float(measured)
+    if trial.datetime_start and trial.datetime_complete:
+        return (trial.datetime_complete - trial.datetime_start).total_seconds()
+    return None
+
+
 def is_stale(trial: FrozenTrial, now: float | None = None, timeout: float = DEFAULT_TIMEOUT_S) -> bool:
     now = time.time() if now is None else now
     worker = trial.user_attrs.get(WORKER_ATTR)
@@ -113,16 +125,18 @@ def mlflow_outcome(trial: FrozenTrial) -> tuple[dict[str, Any], str]:
     """
     attrs = trial.user_attrs
     epochs = attrs.get("epochs", len(trial.intermediate_values) or None)
+    duration = trial_duration(trial)
     state = trial.state.name
+    common = {"epochs": epochs, "duration_s": round(duration, 3) if duration is not None else None}
     if state == "COMPLETE":
-        return {"state": "COMPLETE", "epochs": epochs}, "FINISHED"
+        return {"state": "COMPLETE", **common}, "FINISHED"
     if state == "PRUNED":
         reason = attrs.get("prune_reason") or attrs.get(FAILURE_ATTR)
-        return {"state": "PRUNED", "prune_reason": reason, "epochs": epochs,
+        return {"state": "PRUNED", "prune_reason": reason, **common,
                 "pruned_by": attrs.get(PRUNED_BY_ATTR, "pruner")}, "FINISHED"
     kind = attrs.get(FAILURE_KIND_ATTR, "error")
     tags = {"state": "FAILED", "failure_reason": attrs.get(FAILURE_ATTR, "failed"), "failure_kind": kind,
-            "epochs": epochs}
+            **common}
     return tags, "KILLED" if kind == "interrupted" else "FAILED"
 
 
@@ -180,8 +194,8 @@ def close_finished_trial_runs(tracker: Any, study: Any) -> list[str]:
         else:  # a run Optuna never heard of: its worker died before recording it
             tracker.set_tags(run.info.run_id, {
                 "state": "FAILED", "failure_kind": "abandoned",
-                "failure_reason": "its worker stopped before the trial recorded this run"})
-            tracker.end_run(run.info.run_id, "KILLED", wait=False)
+                "failure_reason": "abandoned: its worker stopped before the trial recorded this run"})
+            tracker.end_run(run.info.run_id, "FAILED", wait=False)  # as any abandoned trial's run
         closed.append(run.info.run_id)
     if closed:
         tracker.flush()

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sweeper.errors import ConfigError, DivergedError, SweeperError
 from sweeper.search.control import stop_reason
+from sweeper.search.distinct import DistinctSampler, join_study, worker_seed
 from sweeper.search.liveness import HEARTBEAT_ATTR, WORKER_ATTR, Heartbeat, worker_id
 from sweeper.search.plan import SweepPlan
 from sweeper.search.samplers import build_pruner, build_sampler
@@ -114,11 +115,13 @@ class Worker:
         self.plan = plan
         self.index = index
         self.settings = plan.search
-        self.space: SearchSpace = parse_space(self.settings.params)
+        # the space the coordinator parsed (one order of shuffle()d choices for everyone)
+        self.space: SearchSpace = SearchSpace.from_data(plan.space) if plan.space else parse_space(self.settings.params)
         self.storage_url = plan.storage
         self.storage = open_storage(self.storage_url)
         self.study_dir = Path(plan.study_dir)
         self.lock = lambda: study_lock(self.storage_url, plan.study_name)
+        self.slot = 0  # this worker's place among the study's workers (its sampler stream)
         base = compose_sweep(plan.overrides)
         sampler = self._sampler(base)
         pruner = build_pruner(base.search.pruner, self.settings.multi_objective)
@@ -134,16 +137,21 @@ class Worker:
             self.tracker = shared_tracker(base.tracking.uri, base.tracking.experiment)
 
     def _sampler(self, base: DictConfig) -> Any:
+        """The study's sampler for this worker: its own seeded stream (workers that start
+        at the same instant on several machines must not propose the same points), kept
+        from repeating a live or finished trial's point (:mod:`.distinct`)."""
         node = base.search.sampler
         seed = None
         if "seed" in node and node.seed is not None:
-            # Distinct streams per worker and per resume: otherwise two workers (or a
-            # resumed random search) would propose the very same points.
             study_id = self.storage.get_study_id_from_name(self.plan.study_name)
-            existing = len(self.storage.get_all_trials(study_id, deepcopy=False))
-            seed = int(node.seed) + 7919 * self.index + existing
+            with self.lock():
+                self.slot = join_study(self.storage, study_id)
+            seed = worker_seed(int(node.seed), self.slot)
         grid = self.space.grid() if str(node._target_).endswith("GridSampler") else None
-        return build_sampler(node, grid, seed)
+        sampler = build_sampler(node, grid, seed)
+        if grid is not None or self.settings.allow_repeats:
+            return sampler  # the grid sampler visits each point once itself
+        return DistinctSampler(sampler, self.space, seed)
 
     # ----------------------------------------------------------------------- claim
 
@@ -177,26 +185,45 @@ class Worker:
             if c["DONE"] + c["RUNNING"] >= self.settings.n_trials:
                 return "wait"
             trial = self.study.ask()
-            trial.set_user_attr(WORKER_ATTR, worker_id())
-            trial.set_user_attr(HEARTBEAT_ATTR, time.time())
-            values = self.space.suggest(trial)
+            try:
+                trial.set_user_attr(WORKER_ATTR, worker_id())
+                trial.set_user_attr(HEARTBEAT_ATTR, time.time())
+                values = self.space.suggest(trial)
+            except KeyboardInterrupt:  # a signal between asking and training: interrupted, not abandoned
+                self._interrupted(trial)
+                raise
             return trial, values
+
+    def _interrupted(self, trial: Any) -> None:
+        """Fail a claimed trial as interrupted (and queue it again), unless it was told."""
+        from optuna.trial import TrialState
+
+        if self.storage.get_trial(trial._trial_id).state != TrialState.RUNNING:
+            return
+        log_file = self.study_dir / f"trial_{trial.number:04d}" / TRIAL_LOG
+        self._fail(trial, log_file, interrupt_reason(), "interrupted", retry=True)
 
     # ------------------------------------------------------------------------- run
 
     def run(self) -> int:
         try:
             while True:
-                claimed = self._claim()
-                if claimed == "wait":
-                    time.sleep(1.0)
-                    continue
-                if claimed == "failures":
-                    return EXIT_FAILURES
-                if isinstance(claimed, str):
-                    return 0
-                trial, values = claimed
-                self._run_trial(trial, values)
+                claimed: tuple[Any, dict[str, Any]] | str | None = None
+                try:
+                    claimed = self._claim()
+                    if claimed == "wait":
+                        time.sleep(1.0)
+                        continue
+                    if claimed == "failures":
+                        return EXIT_FAILURES
+                    if isinstance(claimed, str):
+                        return 0
+                    trial, values = claimed
+                    self._run_trial(trial, values)
+                except KeyboardInterrupt:
+                    if isinstance(claimed, tuple):  # claimed, not yet told: interrupted
+                        self._interrupted(claimed[0])
+                    raise
         finally:
             if self.tracker is not None:
                 self.tracker.flush()  # the last trials' MLflow writes, before the process ends

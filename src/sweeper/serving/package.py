@@ -87,14 +87,22 @@ def quantized(module: Any) -> Any:
     return torch.ao.quantization.quantize_dynamic(module, {nn.Linear, nn.LSTM, nn.GRU}, dtype=torch.qint8)
 
 
-def build_module(spec: dict[str, Any], weights: str | Path) -> Any:
-    """The module of ``spec`` with the state dict in ``weights``, in eval mode, on CPU."""
+def build_module(spec: dict[str, Any], weights: str | Path, source: str = "a model file") -> Any:
+    """The module of ``spec`` with the state dict in ``weights``, in eval mode, on CPU.
+
+    ``spec`` comes from a file: its class and every class its arguments name must be
+    sweeper's own or in a trusted module (:mod:`sweeper.trust`), checked before any is
+    imported."""
     import torch
 
-    from sweeper.models._base import import_object
+    from sweeper import trust
 
-    cls = import_object(spec["module"])
-    module = cls(**spec["hparams"])
+    cls = trust.resolve(spec.get("module"), "task", source)
+    hparams = spec.get("hparams")
+    if not isinstance(hparams, dict):
+        raise trust.UntrustedError(f"{source}: 'hparams' must be a mapping of plain values, "
+                                   f"got {type(hparams).__name__}")
+    module = cls(**hparams)
     if spec.get("variant") == "int8":
         module = quantized(module)
         quiet_quantization()
@@ -173,7 +181,7 @@ def load(path: str | Path) -> Predictor:
     spec = json.loads((folder / SPEC_FILE).read_text())
     if spec.get("format") != FORMAT:
         raise ValueError(f"{folder / SPEC_FILE} is not a {FORMAT} model description")
-    return Predictor(spec, build_module(spec, folder / WEIGHTS_FILE))
+    return Predictor(spec, build_module(spec, folder / WEIGHTS_FILE, str(folder / SPEC_FILE)))
 
 
 def _load_pyfunc(data_path: str) -> PyfuncModel:

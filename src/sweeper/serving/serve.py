@@ -1,6 +1,8 @@
 """``sweeper serve``: a REST endpoint for a registered model, on MLflow's own scoring
-server (``mlflow models serve``: ``/ping``, ``/health``, ``/version``, ``/invocations``),
-bound to 127.0.0.1 unless asked otherwise. Ctrl-C and SIGTERM stop it."""
+app (the one ``mlflow models serve`` runs: ``/ping``, ``/health``, ``/version``,
+``/invocations``) under uvicorn, with a limit on a request's size
+(:mod:`sweeper.serving.app`), bound to 127.0.0.1 unless asked otherwise. Ctrl-C and
+SIGTERM stop it."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import urllib.request
 from typing import Any
 
 from sweeper.errors import SweeperError
+from sweeper.serving.app import DEFAULT_MAX_REQUEST_MB, LIMIT_ENV, MODEL_ENV, limit_bytes
 
 RUN_ID = re.compile(r"[0-9a-f]{32}")
 
@@ -58,9 +61,13 @@ def wait_for_ping(base: str, proc: subprocess.Popen[bytes], timeout: float = 180
     raise SweeperError(f"the model server did not answer on {base} within {timeout:.0f}s")
 
 
-def start(model_uri: str, tracking_uri: str, host: str, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}
-    cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
+def start(model_uri: str, tracking_uri: str, host: str, port: int,
+          max_request_mb: float = DEFAULT_MAX_REQUEST_MB) -> subprocess.Popen[bytes]:
+    """MLflow's scoring app for ``model_uri`` under uvicorn, behind the request-size limit
+    (:mod:`sweeper.serving.app`)."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, MODEL_ENV: model_uri,
+           LIMIT_ENV: str(limit_bytes(max_request_mb))}
+    cmd = [sys.executable, "-m", "uvicorn", "--factory", "sweeper.serving.app:create_app",
            "--host", host, "--port", str(port), "--workers", "1"]  # fmt: skip
     # the server's own log (uvicorn's access lines) goes to stderr; stdout is ours
     return subprocess.Popen(cmd, env=env, start_new_session=True, stdout=sys.stderr.fileno())
@@ -87,7 +94,24 @@ def example_request(client: Any, model_uri: str) -> str:
     return json.dumps({"inputs": [row]})
 
 
-def serve(target: str, tracking_uri: str, host: str, port: int) -> int:
+MAX_REQUEST_ENV = "SWEEPER_SERVE_MAX_REQUEST_MB"
+
+
+def max_request_mb(given: float | None) -> float:
+    """``--max-request-mb``, else ``$SWEEPER_SERVE_MAX_REQUEST_MB``, else the default."""
+    if given is not None:
+        return given
+    raw = os.environ.get(MAX_REQUEST_ENV)
+    if not raw:
+        return DEFAULT_MAX_REQUEST_MB
+    try:
+        return float(raw)
+    except ValueError:
+        raise SweeperError(f"{MAX_REQUEST_ENV}={raw!r}: give a number of MB, e.g. 5") from None
+
+
+def serve(target: str, tracking_uri: str, host: str, port: int,
+          max_request_mb: float = DEFAULT_MAX_REQUEST_MB) -> int:
     from mlflow.tracking import MlflowClient
 
     from sweeper import signals
@@ -101,12 +125,15 @@ def serve(target: str, tracking_uri: str, host: str, port: int) -> int:
     if not _loopback(host):
         print(f"warning: binding to {host} makes the model reachable from your network", file=sys.stderr)
     body = example_request(client, model_uri)
-    proc = start(model_uri, tracking_uri, host, port)
+    if not max_request_mb > 0:
+        raise SweeperError(f"--max-request-mb must be a positive number, got {max_request_mb}")
+    proc = start(model_uri, tracking_uri, host, port, max_request_mb)
     try:
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         base = f"http://{shown}:{port}"
         wait_for_ping(base, proc)
-        print(f"serving {model_uri} at {base}/invocations; Ctrl-C stops it", flush=True)
+        print(f"serving {model_uri} at {base}/invocations (requests up to {max_request_mb:g} MB); "
+              "Ctrl-C stops it", flush=True)
         print(f"curl -s {base}/invocations -H 'Content-Type: application/json' -d '{body}'", flush=True)
         while proc.poll() is None:
             time.sleep(0.5)

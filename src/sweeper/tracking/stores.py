@@ -199,3 +199,44 @@ def retry_schema_race(create: Callable[[], T], attempts: int = 6) -> T:
                 raise
             time.sleep(0.2 + random.random() * 0.6 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+SQL_SCHEMES = ("postgresql", "postgres", "mysql", "mssql", "sqlite")
+
+
+def check_store(url: str, key: str, fix: str, timeout: float = 5.0) -> None:
+    """Refuse a store that cannot be used, creating nothing: a SQL server that does not
+    answer (within ``timeout`` seconds) or refuses the login, a missing driver, a
+    SQLite file or local folder whose folder does not exist. A tracking server
+    (``http(s)://``) is asked by :func:`sweeper.tracking.mlflow.check_server`."""
+    scheme = url.split("://", 1)[0].split("+")[0] if "://" in url else ""
+    if url.startswith("sqlite:///"):
+        folder = Path(url[len("sqlite:///"):]).parent
+        if not folder.is_dir():
+            raise ConfigError(f"{key}: folder {folder} does not exist; create it or fix the path")
+        return
+    if scheme in SQL_SCHEMES:
+        import sqlalchemy
+
+        real = driver_url(url, key)
+        args = {"connect_timeout": int(max(1, timeout))} if scheme in ("postgresql", "postgres", "mysql") else {}
+        try:
+            engine = sqlalchemy.create_engine(real, connect_args=args, pool_pre_ping=False)
+            try:
+                with engine.connect():
+                    pass
+            finally:
+                engine.dispose()
+        except ImportError as exc:
+            raise ConfigError(f"{key}: the database driver for {mask_url(url)} is not installed ({exc}); "
+                              f"for PostgreSQL: {POSTGRES_EXTRA}") from None
+        except Exception as exc:  # SQLAlchemy raises many kinds for a server that is not there
+            first = " ".join(str(getattr(exc, "orig", None) or exc).split())[:240]
+            raise ConfigError(f"{key}: cannot connect to {mask_url(url)}: {first}; {fix}") from None
+        return
+    if url.startswith("file:") or "://" not in url:
+        from urllib.parse import urlparse
+
+        path = Path(urlparse(url).path if url.startswith("file:") else url)
+        if not path.exists() and not path.parent.is_dir():
+            raise ConfigError(f"{key}: folder {path.parent} does not exist; create it or fix the path")

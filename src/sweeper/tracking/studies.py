@@ -129,7 +129,10 @@ class StudyReader:
         state = tags.get("state") or ("RUNNING" if run.info.status == "RUNNING" else run.info.status)
         value = metrics.get(f"best/{metric}", metrics.get(metric))
         end = run.info.end_time
-        duration = (end - run.info.start_time) / 1000 if end else None
+        # the trial's own figure (the sweep's table and its Optuna record give the same),
+        # else the run's span
+        duration = float(tags["duration_s"]) if tags.get("duration_s") else (
+            (end - run.info.start_time) / 1000 if end else None)
         epochs = tags.get("epochs")
         return TrialRecord(
             number=int(tags.get("trial_number", -1)),
