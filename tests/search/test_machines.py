@@ -134,3 +134,36 @@ def test_three_machines_start_at_once_and_one_is_killed_mid_trial(postgres_serve
     for run in runs:
         for value in [*run.data.params.values(), *run.data.tags.values()]:
             assert PASSWORD not in value
+
+
+def test_machines_started_at_the_same_instant_never_repeat_each_other(postgres_server, tmp_path):
+    """What every SLURM array does: the same command on several machines at one instant.
+    Each worker samples its own stream, and no point is trained twice."""
+    optuna_url = postgres_server.url(postgres_server.new_database())
+    mlflow_url = postgres_server.url(postgres_server.new_database(), driver="psycopg2")
+    n_trials = 6
+    args = ["model=mlp", "trainer.accelerator=cpu", "trainer.max_epochs=1", f"search.n_trials={n_trials}",
+            "search.study_name=twins", f"search.storage={optuna_url}", f"tracking.uri={mlflow_url}",
+            "search/pruner=none", "search.register_model=false", "search.threads=1"]
+    procs = {h: _machine(tmp_path / h, f"host-{h}", args) for h in "ab"}
+    try:
+        results = {h: p.communicate(timeout=600) for h, p in procs.items()}
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+    for h in "ab":
+        assert procs[h].returncode == 0, results[h][1][-3000:] + results[h][0][-2000:]
+    trials = [t for t in _load(optuna_url, "twins").trials if t.state == TrialState.COMPLETE]
+    assert len(trials) == n_trials
+    hosts = {t.user_attrs["sweeper.worker"].split(":")[0] for t in trials}
+    points = [tuple(sorted(t.params.items())) for t in trials]
+    print(f"\n{n_trials} trials by {sorted(hosts)}; distinct points: {len(set(points))}")
+    assert hosts == {"host-a", "host-b"}
+    assert len(set(points)) == n_trials, points
+    client = MlflowClient(mlflow_url)
+    exp = client.get_experiment_by_name("sweeper")
+    children = [r for r in client.search_runs([exp.experiment_id], max_results=100)
+                if r.data.tags.get("sweeper.role") == "trial" and r.data.tags.get("state") == "COMPLETE"]
+    recorded = {(r.data.params["optimizer.lr"], r.data.params["data.batch_size"]) for r in children}
+    assert len(children) == n_trials and len(recorded) == n_trials

@@ -41,7 +41,9 @@ def test_runs_left_running_by_a_killed_worker_are_closed_from_the_study(tmp_path
     assert (got["done"].info.status, got["done"].data.tags["state"]) == ("FINISHED", "COMPLETE")
     assert (got["pruned"].info.status, got["pruned"].data.tags["state"]) == ("FINISHED", "PRUNED")
     assert got["failed"].info.status == "FAILED" and got["failed"].data.tags["failure_reason"] == "RuntimeError: boom"
-    assert got["orphan"].info.status == "KILLED" and got["orphan"].data.tags["state"] == "FAILED"
+    # an abandoned trial's run ends FAILED, as the state table says (KILLED is for interrupts)
+    assert got["orphan"].info.status == "FAILED" and got["orphan"].data.tags["state"] == "FAILED"
+    assert got["orphan"].data.tags["failure_kind"] == "abandoned"
     assert "before the trial recorded this run" in got["orphan"].data.tags["failure_reason"]
     assert got["training"].info.status == "RUNNING"  # maybe on another machine: left alone
     assert client.get_run(untouched).info.status == "RUNNING"
@@ -56,7 +58,8 @@ def test_each_optuna_outcome_has_one_mlflow_record():
         return optuna.trial.create_trial(state=state, value=0.5 if state == TrialState.COMPLETE else None,
                                          intermediate_values={0: 0.1, 1: 0.2}, user_attrs=attrs)
 
-    assert mlflow_outcome(trial(TrialState.COMPLETE, epochs=2)) == ({"state": "COMPLETE", "epochs": 2}, "FINISHED")
+    assert mlflow_outcome(trial(TrialState.COMPLETE, epochs=2, duration_s=1.5)) == (
+        {"state": "COMPLETE", "epochs": 2, "duration_s": 1.5}, "FINISHED")
     tags, status = mlflow_outcome(trial(TrialState.PRUNED, prune_reason="pruned at epoch 1"))
     assert (tags["state"], tags["prune_reason"], tags["epochs"], status) == (
         "PRUNED", "pruned at epoch 1", 2, "FINISHED")

@@ -93,6 +93,71 @@ def _post(url: str, body: dict) -> dict:
         return json.loads(response.read())
 
 
+def _raw_post(port: int, body: bytes, chunked: bool) -> tuple[int, dict]:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        headers = {"Content-Type": "application/json"}
+        if chunked:
+            pieces = (body[i:i + 65536] for i in range(0, len(body), 65536))
+            conn.request("POST", "/invocations", body=pieces, headers={**headers, "Transfer-Encoding": "chunked"},
+                         encode_chunked=True)
+        else:
+            conn.request("POST", "/invocations", body=body, headers=headers)
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+    except (BrokenPipeError, ConnectionResetError):
+        pytest.fail("the server closed the connection instead of answering 413")
+    finally:
+        conn.close()
+
+
+def test_a_tampered_registered_model_runs_no_code_when_mlflow_loads_it(registered, tmp_path):
+    import mlflow.pyfunc
+
+    client = MlflowClient(_uri(registered))
+    (version,) = client.search_model_versions("name = 'digits' and tags.variant = 'float32'")
+    marker = tmp_path / "pwned"
+    for field in ("net", "module"):
+        local = Path(client.download_artifacts(version.run_id, "model", str(tmp_path / field)))
+        spec_file = next(local.rglob("model.json"))
+        spec = json.loads(spec_file.read_text())
+        if field == "net":  # the network's _target_, called with the file's own arguments
+            spec["hparams"]["net"] = {"_target_": "subprocess.run", "args": f"touch {marker}", "shell": True}
+        else:  # the module's class itself
+            spec["module"] = "subprocess.Popen"
+            spec["hparams"] = {"args": f"touch {marker}", "shell": True}
+        spec_file.write_text(json.dumps(spec))
+        with pytest.raises(Exception, match=r"subprocess\.(run|Popen).*refused without importing it"):
+            mlflow.pyfunc.load_model(str(local))
+        assert not marker.exists()
+
+
+def test_evaluate_refuses_a_recorded_config_that_names_code(registered, tmp_path):
+    from urllib.parse import urlparse
+
+    client = MlflowClient(_uri(registered))
+    (version,) = client.search_model_versions("name = 'digits' and tags.variant = 'float32'")
+    artifacts = Path(urlparse(client.get_run(version.run_id).info.artifact_uri).path)
+    config = artifacts / "config.yaml"
+    saved = config.read_text()
+    marker = tmp_path / "pwned"
+    try:
+        import yaml
+
+        data = yaml.safe_load(saved)
+        data["data"] = {"_target_": "subprocess.run", "args": f"touch {marker}", "shell": True}
+        config.write_text(yaml.safe_dump(data))
+        out = cli(registered, "evaluate", version.run_id)
+    finally:
+        config.write_text(saved)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1, out.stderr
+    assert "data._target_" in lines[0] and "subprocess.run" in lines[0]
+    assert not marker.exists()
+
+
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
 def test_sweeper_serve_answers_over_http_and_stops_cleanly(registered, stop):
     port = _free_port()
@@ -102,7 +167,8 @@ def test_sweeper_serve_answers_over_http_and_stops_cleanly(registered, stop):
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         first = proc.stdout.readline()
-        assert first.startswith(f"serving models:/digits/1 at http://127.0.0.1:{port}/invocations"), first
+        assert first.startswith(f"serving models:/digits/1 at http://127.0.0.1:{port}/invocations "
+                                "(requests up to 5 MB)"), first
         curl = proc.stdout.readline()
         assert curl.startswith(f"curl -s http://127.0.0.1:{port}/invocations") and '"inputs": [[' in curl
         base = f"http://127.0.0.1:{port}"
@@ -117,6 +183,15 @@ def test_sweeper_serve_answers_over_http_and_stops_cleanly(registered, stop):
         # the curl line's body is a real request
         body = json.loads(curl.split(" -d '", 1)[1].rstrip().rstrip("'"))
         assert len(_post(f"{base}/invocations", body)["predictions"]) == 1
+        # a body over the limit (5 MB by default) is refused unread, with a message, declared or chunked
+        big = json.dumps({"inputs": [rows[0].tolist()] * 20000}).encode()
+        assert len(big) > 5 * 2**20
+        for chunked in (False, True):
+            status, answer = _raw_post(port, big, chunked)
+            assert status == 413 and answer["error_code"] == "REQUEST_TOO_LARGE", answer
+            assert "--max-request-mb" in answer["message"]
+        status, answer = _raw_post(port, json.dumps({"inputs": rows[:3].tolist()}).encode(), chunked=True)
+        assert status == 200 and len(answer["predictions"]) == 3  # a chunked body within the limit
     finally:
         proc.send_signal(stop)
         code = proc.wait(timeout=60)

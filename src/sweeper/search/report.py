@@ -35,7 +35,11 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _duration(seconds: float) -> str:
+def _duration(seconds: float, tenths: bool = False) -> str:
+    """``4s``, ``3m05s``, ``2h01m``; with ``tenths`` a duration under a minute has one
+    decimal, as ``sweeper compare`` gives it (``4.2s``)."""
+    if tenths and round(seconds, 1) < 60:
+        return f"{seconds:.1f}s"
     seconds = round(seconds)
     if seconds < 60:
         return f"{seconds}s"
@@ -123,7 +127,7 @@ def trials_table(study: Any, metrics: Sequence[str], param_keys: Sequence[str], 
         values = list(t.values) if t.values else [None] * len(metrics)
         rows.append([
             t.number, t.state.name, *values, t.user_attrs.get("epochs"),
-            _duration(trial_duration(t) or 0),
+            _duration(trial_duration(t) or 0, tenths=True),
             *[t.params.get(k) for k in param_keys],
         ])  # fmt: skip
     return table(["#", "state", *metrics, "epochs", "time", *param_keys], rows)

@@ -2,9 +2,11 @@
 (``/ping``, ``/health``, ``/version``, ``/invocations``), behind a limit on the size of
 a request's body.
 
-A body larger than the limit is answered ``413`` with a JSON message, without being
-read: a ``Content-Length`` over the limit is refused at once, and a chunked body is
-read only up to the limit. Uvicorn runs :func:`create_app` (``--factory``) with the
+A body larger than the limit is answered ``413`` with a JSON message and is never held
+in memory: a ``Content-Length`` over the limit is refused before the app sees the
+request, and a chunked body is buffered only up to the limit. The rest of a refused body
+is read and dropped (up to 64 MB or 8x the limit) so that a client that is still sending
+it gets the answer rather than a reset connection. Uvicorn runs :func:`create_app` (``--factory``) with the
 model URI and the limit in the environment.
 """
 
@@ -50,6 +52,22 @@ class BodyLimit:
                                 (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})
 
+    async def _discard(self, receive: Receive, more: bool) -> None:
+        """Read and drop the rest of a refused body (kept in no buffer), up to
+        :attr:`drain_limit` bytes, so that a client still sending it reads the 413 instead
+        of a reset connection (what web servers call a lingering close)."""
+        drained = 0
+        while more and drained <= self.drain_limit:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            drained += len(message.get("body", b""))
+            more = bool(message.get("more_body", False))
+
+    @property
+    def drain_limit(self) -> int:
+        return max(64 * 2**20, 8 * self.limit)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
@@ -61,6 +79,7 @@ class BodyLimit:
             except ValueError:
                 declared = -1
             if declared > self.limit:
+                await self._discard(receive, declared <= self.drain_limit)
                 await self._too_large(send, f"{declared} bytes")
                 return
             if declared >= 0:
@@ -77,6 +96,8 @@ class BodyLimit:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.limit:
+                chunks.clear()
+                await self._discard(receive, bool(message.get("more_body", False)))
                 await self._too_large(send, f"more than {self.limit} bytes")
                 return
             chunks.append(chunk)
