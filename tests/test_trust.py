@@ -61,12 +61,15 @@ def test_names_are_checked_for_what_they_are_asked_to_be():
     assert trust.resolve("torch.optim.lr_scheduler.StepLR", "scheduler") is torch.optim.lr_scheduler.StepLR
     assert trust.resolve("sweeper.data.DigitsDataModule", "data").__name__ == "DigitsDataModule"
     assert trust.resolve("pytorch_lightning.Trainer", "trainer").__name__ == "Trainer"
+    assert trust.resolve("torch.nn.Linear", "network") is torch.nn.Linear
     for path, role in [("sweeper.cli.main", "task"),             # sweeper's, but not a model
                        ("sweeper.__main__.main", "task"),        # importing it would run the CLI
                        ("sweeper.models.build", "network"),      # a function of a shipped module
                        ("sweeper.models.Classifier", "network"),  # a task is not a network
                        ("torch.optim.lr_scheduler.LambdaLR", "optimizer"),
-                       ("torch.hub.load", "optimizer"),
+                       ("torch.hub.load", "optimizer"), ("torch.hub.load", "network"),
+                       ("torch.nn.functional.relu", "network"),  # torch's, but not a layer
+                       ("torch.nn.Linear", "optimizer"),
                        ("builtins.eval", "network"), ("os.system", "data"), ("not a name", "network")]:
         before = set(sys.modules)
         with pytest.raises(trust.UntrustedError):

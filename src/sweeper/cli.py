@@ -368,13 +368,16 @@ def _sweep_task(cfg: Any) -> int:
 
     sources = current_sources()
     check_shadowing(sources)
-    code = run_sweep(cfg, choices, list(hc.overrides.task), sources)
+    code = run_sweep(cfg, choices, list(hc.overrides.task), sources, _sweep_argv)
     if code:
         raise SystemExit(code)
     return code
 
 
-_GROUP_ALIAS = re.compile(r"^search\.(sampler|pruner|params)=([A-Za-z0-9_-]+)$")
+_GROUP_ALIAS = re.compile(r"^search\.(sampler|pruner|params|launcher)=([A-Za-z0-9_-]+)$")
+
+
+_sweep_argv: list[str] = []  # the command's own arguments: what a launcher's jobs run again
 
 
 def cmd_sweep(argv: Sequence[str]) -> int:
@@ -383,6 +386,7 @@ def cmd_sweep(argv: Sequence[str]) -> int:
     signals.install()  # SIGTERM from a scheduler ends the sweep as Ctrl-C does (exit 143)
     # `search.sampler=random` reads naturally but names a config group (search/sampler).
     argv = [_GROUP_ALIAS.sub(r"search/\1=\2", arg) for arg in argv]
+    _sweep_argv[:] = with_config_dir(argv)
     return run_hydra("sweep", "sweep", _sweep_task, argv)
 
 

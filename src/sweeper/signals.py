@@ -1,6 +1,7 @@
 """SIGTERM, what schedulers send (SLURM, Kubernetes, systemd), ends a command the way
 Ctrl-C does: trials are marked and queued again, runs end KILLED, nothing stays RUNNING.
-The exit code says which it was: 130 for Ctrl-C, 143 for SIGTERM."""
+SIGUSR2, which SLURM sends ``signal_delay_s`` before a job's time limit (``--signal``),
+does the same. The exit code says which it was: 130 for Ctrl-C, 143 for a signal."""
 
 from __future__ import annotations
 
@@ -23,8 +24,9 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 
 def install() -> None:
-    """Turn SIGTERM into :class:`Terminated` in this process (main thread only)."""
+    """Turn SIGTERM and SIGUSR2 into :class:`Terminated` in this process (main thread only)."""
     signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGUSR2, _on_sigterm)
 
 
 def terminated() -> bool:
@@ -32,7 +34,10 @@ def terminated() -> bool:
 
 
 def interrupt_reason() -> str:
-    return "interrupted (SIGTERM)" if _received else "interrupted (Ctrl-C)"
+    if not _received:
+        return "interrupted (Ctrl-C)"
+    return "interrupted (SIGUSR2: the job's time limit is near)" if _received[0] == signal.SIGUSR2 \
+        else "interrupted (SIGTERM)"
 
 
 def exit_code() -> int:

@@ -9,8 +9,8 @@ keyword arguments, say). sweeper builds from a file only:
 
 * the classes it ships: its networks and task modules (``sweeper.models``) and data
   modules (``sweeper.data``);
-* torch's optimizers and learning-rate schedulers (``torch.optim``) and Lightning's
-  ``Trainer``;
+* torch's layers as networks (``torch.nn.Linear`` …), its optimizers and learning-rate
+  schedulers (``torch.optim``) and Lightning's ``Trainer``;
 * anything in a module the user trusts: ``SWEEPER_TRUSTED_MODULES=mymodels,winedata``
   in the environment, ``--trust mymodels`` on the commands that load models,
   ``trusted_modules: [mymodels]`` in a train or sweep config, or :func:`trust` in
@@ -156,6 +156,8 @@ def _shipped(path: str, role: str) -> bool:
         return module == "torch.optim" or module.startswith("torch.optim.")
     if role == "trainer":
         return module in _TRAINER_MODULES
+    if role in ("network", "model") and (module == "torch.nn" or module.startswith("torch.nn.modules.")):
+        return True  # torch's layers: building one allocates weights, nothing else
     return role in _SHIPPED_MODULES.get(module, ())
 
 

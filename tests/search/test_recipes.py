@@ -63,14 +63,20 @@ def test_every_pruner_instantiates(pruner):
 
 
 def test_workers_split_threads_and_gpus(monkeypatch):
+    from sweeper.errors import ConfigError
     from sweeper.search.processes import worker_envs
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
     envs = worker_envs(2, "gpu", 1)
-    assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["0,2", "1,3"]  # disjoint
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["0", "1"]  # one each, disjoint
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in worker_envs(2, "gpu", 1, 2)] == ["0,1", "2,3"]  # devices=2
+    with pytest.raises(ConfigError, match=r"search.workers=3 x trainer.devices=2 needs 6 GPUs.*shows 4"):
+        worker_envs(3, "gpu", 1, 2)
     envs = worker_envs(3, "auto", 1)
-    assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["0,3", "1", "2"]
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["0", "1", "2"]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5")
-    assert [e["CUDA_VISIBLE_DEVICES"] for e in worker_envs(2, "gpu", 1)] == ["5", "5"]  # shared
+    with pytest.raises(ConfigError, match=r"lower search\.workers or trainer\.devices"):
+        worker_envs(2, "gpu", 1)
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in worker_envs(2, "auto", 1)] == ["5", "5"]  # auto: shared
     assert all("CUDA_VISIBLE_DEVICES" not in e for e in worker_envs(2, "cpu", 1))
     assert all(int(e["OMP_NUM_THREADS"]) >= 1 for e in envs)

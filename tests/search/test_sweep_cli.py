@@ -198,7 +198,8 @@ def test_every_trial_failing_stops_the_sweep_with_a_clear_message(tmp_path):
     # a step size of 0 builds, and fails only when the scheduler first steps, in training
     out = sweep(tmp_path, "model=mlp", "scheduler=step", "trainer.accelerator=cpu",
                 "trainer.max_epochs=1", "search.n_trials=20", "search/params=none",
-                "+search.params.scheduler.step_size=[0]", "search.register_model=false",
+                "+search.params.scheduler.step_size=[0]", '+search.params.model.dropout="interval(0,0.5)"',
+                "search.register_model=false",
                 "search.retries=0")
     assert out.returncode == 2
     (line,) = out.stderr.strip().splitlines()[-1:]

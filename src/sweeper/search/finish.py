@@ -117,8 +117,10 @@ def finish(study: Any, plan: SweepPlan, tracker: Any, space: SearchSpace, outcom
 
 
 def report_finished(study: Any, settings: Any, space: SearchSpace, storage_url: str, n_trials: int,
-                    stop: tuple[str, str] | None) -> None:
-    """What a re-run of a finished study prints; it writes nothing to either store."""
+                    stop: tuple[str, str] | None, by_another: bool = False) -> None:
+    """What a re-run of a finished study prints; it writes nothing to either store.
+    ``by_another``: this process did not end the study (another machine or job did, and
+    tested and registered its best model)."""
     from sweeper.search.records import FINISHED_ATTR
 
     c = counts(study.get_trials(deepcopy=False))
@@ -135,6 +137,9 @@ def report_finished(study: Any, settings: Any, space: SearchSpace, storage_url: 
         say(f"best trial #{top.number}: "
              + ", ".join(f"{m}={v:.4f}" for m, v in zip(settings.metrics, top.values))
              + " with " + ", ".join(f"{k}={v}" for k, v in values.items()))
+    if by_another:
+        say("the best model was tested (and registered) once, by the process that finished the study")
+        return
     say("nothing to run: raise search.n_trials (or the stop rule's limit) to search further, or start "
          "a new study with search.study_name=<new name>")
 

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sweeper.search.settings import SearchSettings
+from sweeper.search.settings import LauncherSettings, SearchSettings
 
 STATIC_METRICS = ("model/num_parameters",)
 
@@ -40,6 +40,9 @@ class SweepPlan:
         data["directions"] = tuple(data["directions"])
         data["enqueue"] = tuple(data.get("enqueue", ()))
         data["undirected"] = tuple(data.get("undirected", ()))
+        launcher = dict(data.get("launcher") or {})
+        launcher["setup"] = tuple(launcher.get("setup", ()))
+        data["launcher"] = LauncherSettings(**launcher)
         return SearchSettings(**data)
 
     def save(self, path: Path) -> None:

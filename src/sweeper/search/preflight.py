@@ -101,9 +101,11 @@ def _probes(p: Param) -> list[Any]:
     return sorted({float(v) for v in p.bounds()})
 
 
-def check_trials(space: SearchSpace, cfg: DictConfig, overrides: list[str], settings: SearchSettings) -> None:
+def check_trials(space: SearchSpace, cfg: DictConfig, overrides: list[str], settings: SearchSettings,
+                 devices: bool = True) -> None:
     """Compose and build what the sweep's trials will, short of training. Raises the
-    first problem as :class:`ConfigError` naming the searched key or option."""
+    first problem as :class:`ConfigError` naming the searched key or option. ``devices``
+    False leaves out the trainer (its accelerator is checked where the trials run)."""
     from sweeper.training.build import check_trainer, preflight, task_epoch_metrics
 
     searched_groups = {p.key: p for p in space.group_params}
@@ -150,7 +152,7 @@ def check_trials(space: SearchSpace, cfg: DictConfig, overrides: list[str], sett
                 loaded.add(data_key)
                 trainer = OmegaConf.to_container(trial_cfg.trainer, resolve=True)
                 trainer_key = json.dumps(trainer, sort_keys=True, default=str)
-                if trainer_key not in trainers:
+                if devices and trainer_key not in trainers:
                     check_trainer(trial_cfg)
                     trainers.add(trainer_key)
             except SweeperError as exc:

@@ -87,19 +87,34 @@ def others_running(samples: int = 5, gap_s: float = 0.01) -> float:
     return float(sorted(counts)[len(counts) // 2])
 
 
-def worker_envs(workers: int, accelerator: str, threads: int) -> list[dict[str, str]]:
+def worker_envs(workers: int, accelerator: str, threads: int, devices_per_trial: int = 1) -> list[dict[str, str]]:
     """Per-worker environment: ``threads`` torch/OpenMP threads each (a value the user
-    exported wins); GPUs split into disjoint sets when there are at least as many GPUs as
-    workers, else shared round-robin."""
+    exported wins), and on a GPU machine the GPUs split into disjoint sets of
+    ``devices_per_trial`` (a trial asking for ``trainer.devices=k`` gets k of its own).
+    With ``trainer.accelerator`` gpu/cuda, ``workers x devices_per_trial`` GPUs must be
+    visible, else the sweep is refused; with ``auto`` workers share them round-robin
+    when there are too few."""
     n = str(threads)
     envs = [{"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", n),
              "MKL_NUM_THREADS": os.environ.get("MKL_NUM_THREADS", n)} for _ in range(workers)]
     gpus = _gpu_count() if accelerator in ("auto", "gpu", "cuda") else 0
-    if gpus and workers > 1:
+    need = workers * devices_per_trial
+    if accelerator in ("gpu", "cuda") and gpus < need:
+        from sweeper.errors import ConfigError
+
+        raise ConfigError(
+            f"search.workers={workers} x trainer.devices={devices_per_trial} needs {need} GPUs, and this "
+            f"machine shows {gpus} (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); "
+            "lower search.workers or trainer.devices"
+        )
+    if gpus and (workers > 1 or devices_per_trial < gpus):
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        ids = [d.strip() for d in visible.split(",")] if visible else [str(i) for i in range(gpus)]
+        ids = [d.strip() for d in visible.split(",") if d.strip()] if visible else [str(i) for i in range(gpus)]
         for i, env in enumerate(envs):
-            mine = ids[i::workers] if len(ids) >= workers else [ids[i % len(ids)]]
+            if len(ids) >= need:
+                mine = ids[i * devices_per_trial:(i + 1) * devices_per_trial]
+            else:  # auto with too few: shared
+                mine = [ids[(i * devices_per_trial + j) % len(ids)] for j in range(min(devices_per_trial, len(ids)))]
             env["CUDA_VISIBLE_DEVICES"] = ",".join(mine)
     return envs
 

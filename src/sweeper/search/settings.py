@@ -15,6 +15,124 @@ DIRECTIONS = ("maximize", "minimize")
 Direction = Literal["maximize", "minimize"]
 
 
+LAUNCHERS = ("local", "slurm", "kubernetes")
+
+
+@dataclass(frozen=True)
+class LauncherSettings:
+    """Where a sweep's workers run (``search.launcher``, a config group): ``local``
+    processes on this machine, or ``jobs`` SLURM array tasks / Kubernetes pods, each a
+    member of the multi-machine mode running ``workers_per_job`` workers. The names are
+    those of hydra-submitit-launcher where they mean the same."""
+
+    name: str = "local"
+    jobs: int = 1
+    workers_per_job: int = 1
+    partition: str | None = None
+    timeout_min: int = 60
+    cpus_per_task: int | None = None  # null: workers_per_job x threads per worker
+    gpus_per_node: int | None = None  # null: workers_per_job x trainer.devices on a GPU trainer
+    mem_gb: float | None = None
+    array_parallelism: int | None = None  # null: every job at once
+    setup: tuple[str, ...] = ()  # shell lines run before each job (module load cuda ...)
+    additional_parameters: dict[str, Any] = field(default_factory=dict)  # any sbatch option
+    signal_delay_s: int = 120  # SIGUSR2 this long before the time limit: the trial is saved
+    wait: bool = True  # follow the study until it is done; false: print the job ids and return
+    requeue: bool = False  # a job preempted or out of time is submitted again
+    shared_filesystem: bool = False  # a journal/SQLite store (or file tracking) every node sees
+    folder: str | None = None  # submitit's folder; null: <study folder>/jobs
+    # kubernetes
+    image: str | None = None
+    namespace: str | None = None
+    secret: str | None = None  # a Secret holding the storage URL (key SWEEPER_STORAGE)
+    apply: bool = False  # kubectl apply the Job; false: print it
+
+    @property
+    def remote(self) -> bool:
+        return self.name != "local"
+
+
+_LAUNCHER_KEYS = {
+    "local": {"name"},
+    "slurm": {"name", "jobs", "workers_per_job", "partition", "timeout_min", "cpus_per_task", "gpus_per_node",
+              "mem_gb", "array_parallelism", "setup", "additional_parameters", "signal_delay_s", "wait",
+              "requeue", "shared_filesystem", "folder"},
+    "kubernetes": {"name", "jobs", "workers_per_job", "cpus_per_task", "gpus_per_node", "mem_gb", "image",
+                   "namespace", "secret", "apply", "shared_filesystem", "timeout_min"},
+}
+
+
+def parse_launcher(raw: Any, problems: list[str]) -> LauncherSettings:
+    """``search.launcher`` checked key by key (problems appended, one line each)."""
+    if raw is None:
+        return LauncherSettings()
+    if not isinstance(raw, dict):
+        problems.append(f"search.launcher must be a launcher config, got {raw!r}; e.g. search/launcher=slurm")
+        return LauncherSettings()
+    name = raw.get("name", "local")
+    if name not in LAUNCHERS:
+        problems.append(f"search.launcher.name must be one of {', '.join(LAUNCHERS)}, got {name!r}; "
+                        "e.g. search/launcher=slurm")
+        return LauncherSettings()
+    allowed = _LAUNCHER_KEYS[name]
+    for key in sorted(set(raw) - allowed):
+        problems.append(f"search.launcher.{key}: not a key of the {name} launcher; its keys are "
+                        f"{', '.join(sorted(allowed - {'name'})) or 'none'}")
+    values: dict[str, Any] = {"name": name}
+
+    def integer(key: str, low: int, optional: bool = False) -> None:
+        value = raw.get(key)
+        if key not in raw or (optional and value is None):
+            return
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            problems.append(f"search.launcher.{key} must be an integer >= {low}"
+                            f"{' or null' if optional else ''}, got {value!r}")
+            return
+        values[key] = value
+
+    integer("jobs", 1)
+    integer("workers_per_job", 1)
+    integer("timeout_min", 1)
+    integer("signal_delay_s", 0)
+    integer("cpus_per_task", 1, optional=True)
+    integer("gpus_per_node", 0, optional=True)
+    integer("array_parallelism", 1, optional=True)
+    mem = raw.get("mem_gb")
+    if mem is not None:
+        if isinstance(mem, bool) or not isinstance(mem, (int, float)) or mem <= 0:
+            problems.append(f"search.launcher.mem_gb must be a number > 0 or null, got {mem!r}")
+        else:
+            values["mem_gb"] = float(mem)
+    for key in ("partition", "folder", "image", "namespace", "secret"):
+        value = raw.get(key)
+        if value is not None:
+            if not isinstance(value, str) or not value.strip():
+                problems.append(f"search.launcher.{key} must be a non-empty string or null, got {value!r}")
+            else:
+                values[key] = value
+    for key in ("wait", "requeue", "shared_filesystem", "apply"):
+        if key in raw:
+            if not isinstance(raw[key], bool):
+                problems.append(f"search.launcher.{key} must be true or false, got {raw[key]!r}")
+            else:
+                values[key] = raw[key]
+    setup = raw.get("setup") or []
+    if isinstance(setup, str):
+        setup = [setup]
+    if not isinstance(setup, list) or not all(isinstance(line, str) for line in setup):
+        problems.append(f"search.launcher.setup must be a list of shell lines, got {setup!r}; e.g. "
+                        "search.launcher.setup='[module load cuda]'")
+    else:
+        values["setup"] = tuple(setup)
+    extra = raw.get("additional_parameters") or {}
+    if not isinstance(extra, dict) or not all(isinstance(k, str) for k in extra):
+        problems.append(f"search.launcher.additional_parameters must map sbatch options to values, got {extra!r}; "
+                        "e.g. search.launcher.additional_parameters.account=mylab")
+    else:
+        values["additional_parameters"] = dict(extra)
+    return LauncherSettings(**values)
+
+
 @dataclass(frozen=True)
 class SearchSettings:
     """What ``sweeper sweep`` reads from ``search.*`` (sampler and pruner are groups)."""
@@ -48,6 +166,7 @@ class SearchSettings:
     trial_timeout: float | None = None  # seconds of training per trial
     epoch_budget: int | None = None  # epochs trained by all trials together
     undirected: tuple[str, ...] = ()  # metrics whose direction neither search.direction nor the name gives
+    launcher: LauncherSettings = field(default_factory=LauncherSettings)
 
     def check_directions(self) -> None:
         """Refuse a metric whose direction is unknown (after the metric itself was checked)."""
@@ -103,7 +222,7 @@ def parse_settings(
         "n_trials", "timeout", "metric", "direction", "study_name", "storage", "workers", "seed",
         "max_failure_rate", "retries", "force", "register_model", "params", "sampler", "pruner",
         "cv", "threads", "heartbeat_timeout", "enqueue", "warm_start", "patience", "min_delta",
-        "trial_timeout", "epoch_budget", "allow_repeats",
+        "trial_timeout", "epoch_budget", "allow_repeats", "launcher",
     }  # fmt: skip
     for key in sorted(set(raw) - known):
         problems.append(f"search.{key}: unknown key; known keys are {', '.join(sorted(known))}")
@@ -215,6 +334,7 @@ def parse_settings(
         if warm_storage is not None and (not isinstance(warm_storage, str) or not warm_storage):
             problems.append(f"search.warm_start.storage must be a storage URL or null, got {warm_storage!r}")
             warm_storage = None
+    launcher = parse_launcher(raw.get("launcher"), problems)
     params = raw.get("params")
     if not isinstance(params, dict) or not params:
         problems.append("search.params must map config keys to search spaces; see README 'Search spaces'")
@@ -252,4 +372,5 @@ def parse_settings(
         trial_timeout=float(trial_timeout) if trial_timeout is not None else None,
         epoch_budget=epoch_budget,
         undirected=undirected,
+        launcher=launcher,
     )

@@ -26,6 +26,7 @@ from sweeper.errors import ConfigError, SweeperError
 from sweeper.search.control import enqueue_points, start_points, stop_reason
 from sweeper.search.distinct import space_size
 from sweeper.search.finish import finish, report_finished
+from sweeper.search.launch import trial_devices
 from sweeper.search.plan import SweepPlan
 from sweeper.search.preflight import check_trials
 from sweeper.search.processes import WorkerPool, worker_envs, worker_threads
@@ -100,32 +101,42 @@ def check_tracking(uri: str) -> None:
 
 
 def run_sweep(
-    cfg: DictConfig, choices: dict[str, str], overrides: list[str], sources: list[dict[str, str]]
+    cfg: DictConfig, choices: dict[str, str], overrides: list[str], sources: list[dict[str, str]],
+    argv: list[str] | None = None,
 ) -> int:
     """Run (or resume) the study described by a composed ``sweep.yaml`` config.
 
     ``sources`` is the Hydra search path it was composed with; workers compose from it.
     The workers start first and load their libraries while the sweep is checked and
-    its study opened; they are ended unused if it never begins.
+    its study opened; they are ended unused if it never begins. With a remote
+    ``search.launcher`` (SLURM, Kubernetes) the workers are jobs running ``argv`` (the
+    command's own arguments) instead, submitted once the study exists.
     """
     if cfg.search.study_name is None:
         with open_dict(cfg):
             cfg.search.study_name = choices.get("experiment") or "default"
     settings = parse_settings(cfg.search, choices, cfg.get("monitor"), cfg.get("monitor_mode"))
+    if settings.launcher.remote:
+        from sweeper.search.launch import check_reachable
+
+        check_reachable(settings.launcher, settings.storage,
+                        str(cfg.tracking.uri) if cfg.tracking.enabled else None)
+        return _run_sweep(cfg, choices, overrides, sources, settings, None, 1, argv or [])
     accelerator = str(cfg.trainer.accelerator)
     threads = worker_threads(settings.workers, settings.threads)
-    pool = WorkerPool(worker_envs(settings.workers, accelerator, threads), preload_tracking=bool(cfg.tracking.enabled),
+    envs = worker_envs(settings.workers, accelerator, threads, trial_devices(cfg.trainer))
+    pool = WorkerPool(envs, preload_tracking=bool(cfg.tracking.enabled),
                       warm_up={"overrides": without_searchpath(overrides), "sources": sources,
                                "tracking_store_exists": bool(cfg.tracking.enabled) and store_exists(cfg.tracking.uri)})
     try:
-        return _run_sweep(cfg, choices, overrides, sources, settings, pool, threads)
+        return _run_sweep(cfg, choices, overrides, sources, settings, pool, threads, argv or [])
     finally:
         pool.close()
 
 
 def _run_sweep(
     cfg: DictConfig, choices: dict[str, str], overrides: list[str], sources: list[dict[str, str]],
-    settings: SearchSettings, pool: WorkerPool, threads: int,
+    settings: SearchSettings, pool: WorkerPool | None, threads: int, argv: list[str],
 ) -> int:
     space = parse_space(settings.params)
     base = cfg.copy()
@@ -136,7 +147,8 @@ def _run_sweep(
     if settings.cv_folds > 1 and settings.multi_objective:
         raise ConfigError("search.cv.folds: cross-validation scores one metric; drop the extra "
                           "search.metric entries or set search.cv.folds=1")
-    check_trials(space, cfg, without_searchpath(overrides), settings)
+    # a remote launcher's jobs check devices on the nodes that have them
+    check_trials(space, cfg, without_searchpath(overrides), settings, devices=pool is not None)
     grid = space.grid() if str(cfg.search.sampler.get("_target_", "")).endswith("GridSampler") else None
     # built once here so that a bad argument stops the sweep before anything exists
     build_sampler(cfg.search.sampler, grid)
@@ -210,6 +222,9 @@ def _run_sweep(
     if tracker is not None and parent:
         tracker.set_tags(parent, {"n_trials": n_trials, "outcome": "running"})
 
+    if pool is None:
+        return _launch(cfg, settings, study, space, storage_url, study_dir, n_trials, argv, tracker, parent)
+
     trials = study.get_trials(deepcopy=False)
     done_before = counts(trials)["DONE"]
     stop = stop_reason(trials, settings)
@@ -278,11 +293,17 @@ def _run_sweep(
         say("warning: " + ", ".join(f"worker {i} ended early ({_ended(code)})" for i, code in lost)
             + f"; the other workers finished the study (see {study_dir}/worker_*.log)")
     try:
-        # one machine at a time: the best model is tested and registered once per study
+        # one machine at a time, and once per study: the first machine to end the study
+        # tests the best model, registers it and draws the plots; the others report it
         with study_lock(storage_url, settings.study_name):
-            finish(study, plan, tracker, space, outcome)
-        if outcome in STUDY_ENDS:
-            study.set_user_attr(FINISHED_ATTR, outcome)
+            if outcome in STUDY_ENDS and study.user_attrs.get(FINISHED_ATTR):
+                parent = None  # the machine that finished the study ended the parent run
+                say("")
+                report_finished(study, settings, space, storage_url, n_trials, stop, by_another=True)
+            else:
+                finish(study, plan, tracker, space, outcome)
+                if outcome in STUDY_ENDS:
+                    study.set_user_attr(FINISHED_ATTR, outcome)
     finally:
         if tracker is not None and parent:
             status = "KILLED" if outcome == "interrupted" else "FINISHED" if outcome in FINISHED_OUTCOMES else "FAILED"
@@ -308,3 +329,49 @@ def _run_sweep(
     if outcome == "timeout":
         say(f"search.timeout reached; run the same command to continue study '{settings.study_name}'")
     return 0
+
+
+def _launch(cfg: DictConfig, settings: SearchSettings, study: Any, space: Any, storage_url: str, study_dir: Path,
+            n_trials: int, argv: list[str], tracker: Any, parent: str | None) -> int:
+    """Submit the study's jobs and, with ``search.launcher.wait``, follow it to its end."""
+    from sweeper.search import launch
+
+    launcher = settings.launcher
+    if launcher.name == "kubernetes":
+        from sweeper.search.kubernetes import deliver
+
+        return deliver(cfg, settings, argv, study_dir)
+    jobs, options = launch.submit_slurm(argv, settings, cfg.trainer, study_dir)
+    say(f"study '{settings.study_name}': {n_trials} trials, {launcher.jobs} SLURM job(s) x "
+        f"{launcher.workers_per_job} worker(s), sampler {settings.sampler_name}, pruner {settings.pruner_name}")
+    say("submitted " + launch.describe_jobs(jobs))
+    say("sbatch " + " ".join(o.split(None, 1)[1] for o in options if " " in o))
+    if not launcher.wait:
+        say(f"each job runs: sweeper sweep {launch.shell_line(launch.job_argv(argv, launcher, settings))}")
+        say(f"see the trials with `sweeper compare {settings.study_name}`"
+            + (f" (--storage {without_password(storage_url)})" if settings.storage else ""))
+        return 0
+    progress = Progress(settings.study_name, n_trials, launcher.jobs * launcher.workers_per_job, settings.metrics[0])
+    codes, cancelled = launch.follow(jobs, lambda: progress.update(study))
+    progress.update(study)
+    progress.close()
+    if cancelled:
+        if tracker is not None and parent and tracker.client.get_run(parent).info.status == "RUNNING":
+            tracker.set_tags(parent, {"outcome": "interrupted"})
+            tracker.end_run(parent, "KILLED")
+        say(f"{interrupt_reason()}: jobs cancelled; run the same command to resume study '{settings.study_name}'")
+        return EXIT_SIGTERM if terminated() else EXIT_CTRL_C
+    if study.user_attrs.get(FINISHED_ATTR):
+        say("")
+        stop = stop_reason(study.get_trials(deepcopy=False), settings)
+        report_finished(study, settings, space, storage_url, n_trials, stop, by_another=True)
+        say(f"jobs ended with exit codes {', '.join('?' if c is None else str(c) for c in codes)}; "
+            f"their logs: {jobs.folder}")
+        return 0
+    c = counts(study.get_trials(deepcopy=False))
+    why = launch.last_error(jobs.logs)
+    raise SweeperError(
+        f"the jobs ended before study '{settings.study_name}' finished ({c['DONE']} of {n_trials} trials done; "
+        f"exit codes {', '.join('?' if x is None else str(x) for x in codes)})"
+        + (f"; last error: {why}" if why else "") + f"; see {jobs.folder}/*_log.out"
+    )

@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 
 EXIT_FAILURES = 3
 EXIT_CONFIG = 4  # this worker cannot compose the coordinator's config
+RESUME_ATTR = "sweeper.resume_checkpoint"  # the checkpoint a retried trial continued from
+RESUME_BEST_ATTR = "sweeper.resume_best"  # and the earlier attempt's best checkpoint
 MIN_TRIALS_FOR_FAILURE_RATE = 5
 
 
@@ -246,6 +248,49 @@ class Worker:
         if retry:
             maybe_retry(self.study, frozen, self.settings.retries)
 
+    def _resume(self, trial: Any) -> Any:
+        """A retried trial continues its earlier attempt: from that attempt's last
+        checkpoint (or the one it had resumed from), with the epochs it reported told to
+        this trial too, so the pruner sees the whole curve. None: nothing to continue."""
+        from sweeper.training.run import Resume
+
+        earlier = trial.user_attrs.get("sweeper.retry_of")
+        if earlier is None:
+            return None
+        try:
+            old = self.storage.get_trial(
+                self.storage.get_trial_id_from_study_id_trial_number(self.study_id, int(earlier)))
+        except KeyError:
+            return None
+        folder = self.study_dir / f"trial_{int(earlier):04d}" / "checkpoints"
+        last = folder / "last.ckpt"
+        checkpoint = str(last) if last.is_file() else old.user_attrs.get(RESUME_ATTR)
+        if not checkpoint or not Path(checkpoint).is_file():
+            return None
+        best_file = folder / "best.ckpt"
+        resume = Resume(checkpoint, best_checkpoint=str(best_file) if best_file.is_file()
+                        else old.user_attrs.get(RESUME_BEST_ATTR))
+        try:
+            epoch = resume.epoch
+        except Exception as exc:  # a checkpoint cut short by a kill: start afresh
+            print(f"sweeper: not resuming from {checkpoint} ({type(exc).__name__}): training from epoch 0",
+                  flush=True)
+            return None
+        earlier_values = {step: v for step, v in old.intermediate_values.items() if step <= epoch}
+        if not self.settings.multi_objective:  # Optuna keeps no curve for several objectives
+            for step, value in sorted(earlier_values.items()):
+                trial.report(value, step)
+        if earlier_values:
+            pick = max if self.settings.directions[0] == "maximize" else min
+            resume.best_score = pick(earlier_values.values())
+        trial.set_user_attr(RESUME_ATTR, checkpoint)
+        if resume.best_checkpoint:
+            trial.set_user_attr(RESUME_BEST_ATTR, resume.best_checkpoint)
+        trial.set_user_attr("sweeper.resumed_at_epoch", epoch + 1)
+        print(f"sweeper: continuing trial #{earlier} from its checkpoint after epoch {epoch + 1} ({checkpoint})",
+              flush=True)
+        return resume
+
     def _run_trial(self, trial: Any, values: dict[str, Any]) -> None:
         """Train one trial with its output (and the traceback of a failure) in
         ``trial_NNNN/trial.log``, kept as an artifact of its run."""
@@ -285,6 +330,10 @@ class Worker:
             child.append(run_id)
             trial.set_user_attr(RUN_ID_ATTR, run_id)
 
+        resume = self._resume(trial) if settings.cv_folds == 1 else None
+        if resume is not None:
+            tags.update({"resumed_from_trial": trial.user_attrs.get("sweeper.retry_of"),
+                         "resumed_at_epoch": resume.epoch + 1})
         trial_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
         beat = Heartbeat(self.storage, trial_id, settings.heartbeat_timeout / 4)
         try:
@@ -326,6 +375,8 @@ class Worker:
                         run_started=started,
                         wait_for_tracking=False,
                         record_state=False,  # the outcome is recorded once Optuna is told
+                        resume=resume,
+                        own_processes=True,
                     )
         except KeyboardInterrupt:
             print(f"sweeper: {interrupt_reason()}", file=sys.stderr, flush=True)

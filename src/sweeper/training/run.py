@@ -41,6 +41,10 @@ _NOISY_WARNINGS = (
     r".*that has `shuffle=True`.*",
     r".*is an instance of `nn.Module` and is already saved.*",
     r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",
+    # sweeper starts its own processes; on a machine with SLURM's tools installed this
+    # hint is about a command it does not run
+    r".*The `srun` command is available on your system but is not used.*",
+    r".*The dirpath has changed from.*",  # a retried trial resumes an earlier attempt's checkpoint
 )
 
 
@@ -60,6 +64,60 @@ class TrainResult:
     pruned: bool = False
     prune_reason: str | None = None
     timed_out: bool = False  # stopped by the pruning callback's time cap
+
+
+@dataclass
+class Resume:
+    """Where a retried trial continues: the earlier attempt's ``last.ckpt``, and that
+    attempt's best score and checkpoint (still the ones to beat)."""
+
+    checkpoint: str
+    best_score: float | None = None
+    best_checkpoint: str | None = None
+    _copied: str | None = None
+
+    @property
+    def epoch(self) -> int:
+        """The last epoch the checkpoint finished (training continues after it)."""
+        import torch
+
+        state = torch.load(self.checkpoint, map_location="cpu", weights_only=True, mmap=True)
+        return int(state["epoch"])
+
+    def carry_best(self, callback: Any) -> None:
+        """Give the new run's checkpoint callback the earlier best (copied into its folder):
+        an epoch after the resume replaces it only when it is better."""
+        import shutil
+
+        import torch
+
+        if self.best_score is None or not self.best_checkpoint or not Path(self.best_checkpoint).is_file():
+            return
+        folder = Path(callback.dirpath)
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / "best.ckpt"
+        if Path(self.best_checkpoint).resolve() != target.resolve():
+            shutil.copyfile(self.best_checkpoint, target)
+        self._copied = str(target)
+        score = torch.tensor(float(self.best_score))
+        callback.best_model_score = score
+        callback.best_model_path = str(target)
+        callback.best_k_models = {str(target): score}
+        callback.kth_best_model_path = str(target)
+        callback.kth_value = score
+
+    def local_best(self, path: str) -> str:
+        """The run's best checkpoint in its own folder (Lightning restores the earlier
+        attempt's path when no later epoch beat it)."""
+        if self._copied and self.best_checkpoint and Path(path).resolve() == Path(self.best_checkpoint).resolve():
+            return self._copied
+        return path
+
+
+def _slurm_single_task() -> bool:
+    """Inside a SLURM job step of one task (``sbatch`` + ``srun`` of one process): any
+    further DDP ranks are this process's to start."""
+    return os.environ.get("SLURM_NTASKS") == "1"
 
 
 def quiet_lightning() -> None:
@@ -92,6 +150,8 @@ def run_training(
     wait_for_tracking: bool = True,
     record_state: bool = True,
     fold: tuple[int, int] | None = None,
+    resume: Resume | None = None,
+    own_processes: bool = False,
 ) -> TrainResult:
     """Train, test and record one model described by a composed training config.
 
@@ -111,6 +171,11 @@ def run_training(
             ``sweeper.search.trials.record_outcome``).
         fold: ``(index, folds)`` trains on one cross-validation fold: the data module's
             ``set_fold(index, folds)`` makes that fold the validation split.
+        resume: continue an earlier attempt from its last checkpoint (a retried trial):
+            weights, optimizer, scheduler and epoch, with its best score and checkpoint
+            still the ones to beat. The run also keeps ``checkpoints/last.ckpt`` itself.
+        own_processes: the caller (a sweep worker) starts this process, not ``srun``:
+            Lightning launches DDP ranks itself even inside a SLURM job.
 
     A callback with a true ``pruned`` attribute after ``fit`` (the sweep's pruning
     callback) marks the run PRUNED: it is not tested, and ``TrainResult.pruned`` is set.
@@ -179,13 +244,25 @@ def run_training(
             monitor=cfg.monitor,
             mode=cfg.monitor_mode,
             save_top_k=1,
+            save_last=resume is not None or own_processes,  # what a retry continues from
             enable_version_counter=False,
         ) if cfg.checkpoint else None
+        if resume is not None and checkpoint is not None:
+            resume.carry_best(checkpoint)
         trainer_callbacks = [*callbacks, *([checkpoint] if checkpoint else [])]
         logger = MlflowLogger(tracker, run_id) if tracker is not None and run_id else False
+        if own_processes or _slurm_single_task():
+            from lightning_fabric.plugins.environments import LightningEnvironment
+
+            # sweeper (or a one-task SLURM job) starts this process; Lightning starts the
+            # other DDP ranks itself instead of expecting srun to have started them
+            extra = {"plugins": [LightningEnvironment()]} if "plugins" not in cfg.trainer else {}
+        else:
+            extra = {}
         trainer: pl.Trainer = instantiate(
             cfg.trainer,
             "trainer",
+            **extra,
             logger=logger,
             callbacks=trainer_callbacks,
             enable_checkpointing=checkpoint is not None,
@@ -200,11 +277,16 @@ def run_training(
             ddp_file.write_text(yaml.safe_dump(
                 {"cfg": plain, "output_dir": str(output_dir),
                  "prune_monitor": monitors[0] if monitors else None,
-                 "fold": list(fold) if fold else None},
+                 "fold": list(fold) if fold else None,
+                 "resume": resume.checkpoint if resume is not None else None,
+                 "own_processes": own_processes},
                 sort_keys=False,
             ))
             os.environ[DDP_CONFIG_ENV] = str(ddp_file)
-        trainer.fit(module, datamodule=datamodule)
+        if resume is not None:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume.checkpoint, weights_only=True)
+        else:
+            trainer.fit(module, datamodule=datamodule)
         if trainer.interrupted:
             raise KeyboardInterrupt
         if hasattr(module, "check_diverged"):
@@ -216,6 +298,8 @@ def run_training(
         pruner = next((cb for cb in callbacks if getattr(cb, "pruned", False)), None)
         fit_metrics = _scalars(trainer.callback_metrics)
         best_path = checkpoint.best_model_path if checkpoint else None
+        if resume is not None and best_path:
+            best_path = resume.local_best(best_path)
         best_score = (
             float(checkpoint.best_model_score)
             if checkpoint is not None and checkpoint.best_model_score is not None
@@ -345,5 +429,7 @@ def run_ddp_child(config_file: str | Path) -> None:
 
         callbacks.append(PruningCallback(data["prune_monitor"]))
     fold = tuple(data["fold"]) if data.get("fold") else None
+    resume = Resume(data["resume"]) if data.get("resume") else None
     with contextlib.suppress(SweeperError):
-        run_training(cfg, data["output_dir"], track=False, callbacks=callbacks, fold=fold)
+        run_training(cfg, data["output_dir"], track=False, callbacks=callbacks, fold=fold, resume=resume,
+                     own_processes=bool(data.get("own_processes")))
