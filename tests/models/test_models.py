@@ -112,8 +112,10 @@ def test_build_makes_any_module_from_its_target():
     assert isinstance(net, torch.nn.Linear) and net.bias is None and net.out_features == 2
     with pytest.raises(ValueError, match="_target_"):
         build({"in_features": 3})
-    with pytest.raises(TypeError, match=r"not a torch\.nn\.Module"):
-        build({"_target_": "collections.OrderedDict"})
+    from sweeper.trust import UntrustedError
+
+    with pytest.raises(UntrustedError, match=r"'collections\.OrderedDict' as its network.*refused without importing"):
+        build({"_target_": "collections.OrderedDict"})  # not a layer of torch's nor a class sweeper ships
 
 
 @pytest.mark.parametrize(
