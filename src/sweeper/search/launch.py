@@ -117,9 +117,10 @@ class SweepJob:
         self._proc: subprocess.Popen[bytes] | None = None
 
     def __call__(self, index: int) -> int:
-        job = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID", "local")
+        job = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID")
         task = os.environ.get("SLURM_ARRAY_TASK_ID", str(index))
-        env = {**os.environ, "SWEEPER_HOST": f"{socket.gethostname()}-slurm{job}_{task}", "PYTHONUNBUFFERED": "1"}
+        who = f"slurm{job}_{task}" if job else f"job{os.getpid()}_{task}"  # submitit's local executor
+        env = {**os.environ, "SWEEPER_HOST": f"{socket.gethostname()}-{who}", "PYTHONUNBUFFERED": "1"}
         # submitit bypasses SIGTERM in this process; the child gets it from SLURM itself
         self._proc = subprocess.Popen([sys.executable, "-m", "sweeper", "sweep", *self.argv], cwd=self.cwd, env=env)
         while True:
