@@ -65,7 +65,8 @@ def _study(url: str, name: str) -> optuna.Study:
 
 
 def _job_logs(cwd: Path, study: str) -> dict[str, str]:
-    return {p.name: p.read_text(errors="replace") for p in (cwd / "outputs" / "sweeps" / study / "jobs").glob("*_log.out")}
+    folder = cwd / "outputs" / "sweeps" / study / "jobs"
+    return {p.name: p.read_text(errors="replace") for p in folder.glob("*_log.out")}
 
 
 def _runs(url: str) -> list:
