@@ -548,10 +548,52 @@ def bench_threads(args: argparse.Namespace) -> None:
           "beside one busy process", ["model", "choice", "idle s", "loaded s", "loaded / idle"], rows)
 
 
+# ----------------------------------------------------------------------- launch
+
+
+def bench_launch(args: argparse.Namespace) -> None:
+    """The SLURM launcher (needs a cluster: .ci/slurm-up): seconds from the command to
+    the first trial told, local vs search/launcher=slurm; then trials per minute of one
+    and two jobs (1 worker, 1 thread each) on the same kind of study."""
+    import shutil
+
+    if shutil.which("sbatch") is None:
+        raise SystemExit("bench.py launch needs a SLURM cluster (bash .ci/slurm-up)")
+    common = ["model=mlp", "trainer.max_epochs=1", "tracking=none", "search.register_model=false",
+              "search/pruner=none", "search.threads=1"]
+    slurm = ["search/launcher=slurm", "search.launcher.shared_filesystem=true"]
+    firsts: dict[str, list[float]] = {"local": [], "slurm": []}
+    per: dict[int, list[float]] = {1: [], 2: []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for rep in range(args.repeats):
+            for how in ("local", "slurm"):
+                name = f"first-{how}-{rep}"
+                t0 = time.time()
+                _sweep_cli(Path(tmp), [*common, "search.n_trials=1", f"search.study_name={name}",
+                                       *([*slurm, "search.launcher.jobs=1"] if how == "slurm" else [])])
+                firsts[how].append(_study(Path(tmp), name).trials[0].datetime_complete.timestamp() - t0)
+            for jobs in (1, 2):
+                name = f"jobs{jobs}-{rep}"
+                _sweep_cli(Path(tmp), ["model=mlp", "trainer.max_epochs=10", "tracking=none", "search.threads=1",
+                                       "search.register_model=false", "search/pruner=none",
+                                       f"search.n_trials={args.worker_trials}", f"search.study_name={name}",
+                                       *slurm, f"search.launcher.jobs={jobs}"])
+                trials = _study(Path(tmp), name).trials
+                first = min(t.datetime_start for t in trials)
+                last = max(t.datetime_complete for t in trials)
+                per[jobs].append(len(trials) / ((last - first).total_seconds() / 60))
+    local, remote = statistics.median(firsts["local"]), statistics.median(firsts["slurm"])
+    table(f"Launch: seconds from the command to the first trial told (median of {args.repeats})",
+          ["launcher", "seconds", "added"], [["local", local, 0.0], ["slurm (1 job)", remote, remote - local]])
+    one, two = statistics.median(per[1]), statistics.median(per[2])
+    table(f"SLURM jobs: trials per minute (MLP, 10 epochs, {args.worker_trials} trials, 1 worker x 1 thread per job, "
+          f"median of {args.repeats})", ["jobs", "trials/min", "speed-up"], [[1, one, 1.0], [2, two, two / one]])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("which", nargs="*", default=["startup", "overhead", "workers", "pruning"],
-                        choices=["startup", "overhead", "workers", "pruning", "threads", "scale"])
+                        choices=["startup", "overhead", "workers", "pruning", "threads", "scale", "launch"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=5, help="epochs per overhead run")
     parser.add_argument("--seeds", type=int, default=5, help="seeds per pruner (pruning payoff)")
