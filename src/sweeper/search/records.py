@@ -18,6 +18,7 @@ SPACE_ATTR, METRICS_ATTR, PARENT_ATTR = "sweeper.space", "sweeper.metrics", "swe
 CV_ATTR = "sweeper.cv_folds"
 CONFIG_ATTR = "sweeper.config"  # what defines the study's trials, compared on resume
 FINISHED_ATTR = "sweeper.finished"  # outcome of the sweep that ended the study
+FINISHED_DONE_ATTR = "sweeper.finished_trials"  # trials done when it did: their best was tested once
 TARGET_ATTR = "sweeper.n_trials"  # trials the latest `sweeper sweep` of the study aimed for
 _STATE = {"FAIL": "FAILED"}  # Optuna's state names, as MLflow records them
 

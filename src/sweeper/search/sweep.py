@@ -30,7 +30,7 @@ from sweeper.search.launch import trial_devices
 from sweeper.search.plan import SweepPlan
 from sweeper.search.preflight import check_trials
 from sweeper.search.processes import WorkerPool, worker_envs, worker_threads
-from sweeper.search.records import FINISHED_ATTR, TARGET_ATTR
+from sweeper.search.records import FINISHED_ATTR, FINISHED_DONE_ATTR, TARGET_ATTR
 from sweeper.search.report import Progress, say
 from sweeper.search.samplers import build_pruner, build_sampler
 from sweeper.search.settings import SearchSettings, parse_settings
@@ -296,14 +296,16 @@ def _run_sweep(
         # one machine at a time, and once per study: the first machine to end the study
         # tests the best model, registers it and draws the plots; the others report it
         with study_lock(storage_url, settings.study_name):
-            if outcome in STUDY_ENDS and study.user_attrs.get(FINISHED_ATTR):
-                parent = None  # the machine that finished the study ended the parent run
-                say("")
+            done = counts(study.get_trials(deepcopy=False))["DONE"]
+            if outcome in STUDY_ENDS and study.user_attrs.get(FINISHED_ATTR) \
+                    and study.user_attrs.get(FINISHED_DONE_ATTR) == done:
+                say("")  # another machine finished these very trials a moment ago
                 report_finished(study, settings, space, storage_url, n_trials, stop, by_another=True)
             else:
                 finish(study, plan, tracker, space, outcome)
                 if outcome in STUDY_ENDS:
                     study.set_user_attr(FINISHED_ATTR, outcome)
+                    study.set_user_attr(FINISHED_DONE_ATTR, done)
     finally:
         if tracker is not None and parent:
             status = "KILLED" if outcome == "interrupted" else "FINISHED" if outcome in FINISHED_OUTCOMES else "FAILED"
