@@ -37,6 +37,19 @@ def _machine(cwd: Path, host: str, args: list[str], slow: bool = False) -> subpr
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
+def _all_succeed(procs: dict[str, subprocess.Popen[str]]) -> None:
+    """Wait for these machines; each must exit 0 without a traceback (leftovers are killed)."""
+    try:
+        results = {h: p.communicate(timeout=600) for h, p in procs.items()}
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+    for h, p in procs.items():
+        assert p.returncode == 0, results[h][1][-3000:] + results[h][0][-2000:]
+        assert "Traceback" not in results[h][1]
+
+
 def _load(url: str, name: str) -> optuna.Study:
     from sweeper.search.storage import open_storage
 
@@ -93,14 +106,11 @@ def test_three_machines_start_at_once_and_one_is_killed_mid_trial(postgres_serve
         assert victim is not None, "machine c never trained a trial"
         os.killpg(procs["c"].pid, signal.SIGKILL)  # the whole machine: coordinator and workers
         killed_at = time.time()
-        results = {h: procs[h].communicate(timeout=600) for h in "ab"}
+        _all_succeed({h: procs[h] for h in "ab"})
     finally:
         for p in procs.values():
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGKILL)
-    for h in "ab":
-        assert procs[h].returncode == 0, results[h][1][-3000:] + results[h][0][-2000:]
-        assert "Traceback" not in results[h][1]
 
     # Optuna: exactly n_trials finished, the killed trial failed by another machine in time
     trials = _load(optuna_url, "field").trials
@@ -146,14 +156,7 @@ def test_machines_started_at_the_same_instant_never_repeat_each_other(postgres_s
             "search.study_name=twins", f"search.storage={optuna_url}", f"tracking.uri={mlflow_url}",
             "search/pruner=none", "search.register_model=false", "search.threads=1"]
     procs = {h: _machine(tmp_path / h, f"host-{h}", args) for h in "ab"}
-    try:
-        results = {h: p.communicate(timeout=600) for h, p in procs.items()}
-    finally:
-        for p in procs.values():
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL)
-    for h in "ab":
-        assert procs[h].returncode == 0, results[h][1][-3000:] + results[h][0][-2000:]
+    _all_succeed(procs)
     trials = [t for t in _load(optuna_url, "twins").trials if t.state == TrialState.COMPLETE]
     assert len(trials) == n_trials
     hosts = {t.user_attrs["sweeper.worker"].split(":")[0] for t in trials}
