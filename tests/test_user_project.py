@@ -228,7 +228,7 @@ def test_a_missing_experiment_is_an_error_not_the_defaults(project):
 
 
 @pytest.mark.slow
-def test_own_network_and_own_lightning_module_train_and_sweep(project):
+def test_own_network_and_own_lightning_module_train_and_sweep(project, monkeypatch):
     common = ["trainer.accelerator=cpu", "trainer.max_epochs=2", "data=wine"]
     out = cli(project, "train", "model=tiny", *common)
     assert out.returncode == 0, out.stderr + out.stdout
@@ -243,14 +243,21 @@ def test_own_network_and_own_lightning_module_train_and_sweep(project):
     assert all(r.data.tags["task"] == "custom" for r in lit)
     # the user's module logs val/acc every epoch: it was reported, and pruned at epoch 0
     assert all(r.data.tags["state"] == "PRUNED" and r.data.tags["epochs"] == "1" for r in lit)
-    # the user's network restores from its checkpoint by name, with no arguments
+    # the user's network restores from its checkpoint by name, with no arguments, once its
+    # module is trusted: a checkpoint naming an unknown class is refused before any import
     from sweeper.models import Classifier
+    from sweeper.trust import UntrustedError
 
     ckpt = next(Path(tiny.data.tags["output_dir"]).glob("checkpoints/*.ckpt"))
     import sys
 
     sys.path.insert(0, str(project))
     try:
+        monkeypatch.delenv("SWEEPER_TRUSTED_MODULES", raising=False)
+        with pytest.raises(UntrustedError, match="SWEEPER_TRUSTED_MODULES=usermodels"):
+            Classifier.load_from_checkpoint(str(ckpt))
+        assert "usermodels" not in sys.modules
+        monkeypatch.setenv("SWEEPER_TRUSTED_MODULES", "usermodels")
         model = Classifier.load_from_checkpoint(str(ckpt))
     finally:
         sys.path.remove(str(project))
