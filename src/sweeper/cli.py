@@ -31,7 +31,7 @@ commands:
   sweep     run or resume an Optuna search; every trial is recorded in MLflow
   compare   table of a study's trials, or two studies side by side (--format markdown|csv|json)
   evaluate  re-score a recorded model (run id or study) on the test split, log it to the run
-  logs      one trial's output and traceback: sweeper logs STUDY [TRIAL]
+  logs      one trial's output and traceback: sweeper logs STUDY [TRIAL] (--jobs: SLURM jobs)
   serve     REST endpoint for a registered model (MLflow's scoring server) on 127.0.0.1
   compress  int8 and pruned variants of a model: test metric, size, latency; registers the best
   export    TorchScript and ONNX files of a model, checked against PyTorch
@@ -510,10 +510,23 @@ def cmd_logs(argv: Sequence[str]) -> int:
     parser.add_argument("study", metavar="STUDY", help="study name")
     parser.add_argument("trial", metavar="TRIAL", nargs="?", type=int, default=None,
                         help="trial number (default: the last failed trial, else the last trial)")
+    jobs = parser.add_mutually_exclusive_group()
+    jobs.add_argument("--jobs", action="store_true",
+                      help="list the SLURM jobs submitted for the study and where their logs are")
+    jobs.add_argument("--job", metavar="ID", help="print one job's log (an array task such as 41_0, or "
+                      "the array id for all its tasks)")
     _tracking_args(parser)
     args = parser.parse_args(argv)
-    from sweeper.reports.logs import trial_log
+    from sweeper.reports.logs import job_log, job_logs, trial_log
 
+    if args.jobs:
+        for job, out, exists in job_logs(args.study):
+            print(f"{job}  {out}" + ("" if exists else "  (no log yet)"))
+        return 0
+    if args.job:
+        where, text = job_log(args.study, args.job)
+        print(text, end="" if text.endswith("\n") else "\n")
+        return 0
     mlflow_asked = any(a.startswith(("--tracking-uri", "--experiment")) for a in argv)
     where, text = trial_log(args.study, args.trial, args.tracking_uri, args.experiment, mlflow_asked)
     print(f"# {where}")

@@ -104,6 +104,16 @@ def test_two_jobs_finish_one_study_once(slurm, postgres_server, tmp_path):
     text = "".join(logs.values())
     assert text.count("test split:") == 1 and text.count("registered model 'array'") == 1
     assert "srun" not in text and "Traceback" not in text
+    # the submission is listed by `sweeper logs`, and one job's log printed from there
+    listed = subprocess.run([sys.executable, "-m", "sweeper", "logs", "array", "--jobs"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    rows = [ln.split() for ln in listed.stdout.splitlines()]
+    assert len(rows) == 2 and all(Path(r[1]).name in logs and len(r) == 2 for r in rows), listed.stdout
+    one = subprocess.run([sys.executable, "-m", "sweeper", "logs", "array", "--job", rows[0][0]], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert one.returncode == 0 and f"# job {rows[0][0]}: " in one.stdout, one.stderr
+    assert logs[Path(rows[0][1]).name].strip().splitlines()[-1] in one.stdout
 
 
 def test_a_job_stopped_mid_trial_hands_it_to_the_other_from_its_checkpoint(slurm, postgres_server, tmp_path):
@@ -174,3 +184,29 @@ def test_a_cpu_ddp_trial_trains_in_a_job_and_can_be_pruned(slurm, postgres_serve
     assert "srun" not in text and "Traceback" not in text
     counts = collections.Counter(r.data.tags.get("sweeper.role") for r in _runs(mlflow_url))
     assert counts["parent"] == 1 and counts["trial"] == 2
+
+
+def test_a_sweep_refused_after_its_jobs_were_submitted_leaves_nothing(slurm, postgres_server, tmp_path):
+    """The jobs are submitted while the model is checked (they load their libraries
+    meanwhile); a refused model cancels them and removes every file of theirs."""
+    optuna_url, mlflow_url = _stores(postgres_server)
+    before = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, timeout=30).stdout.split()
+    proc = _sweep(tmp_path, "model=rnn", "model.cell=transformer", "trainer.accelerator=cpu",
+                  "search.n_trials=2", "search.study_name=refused", f"search.storage={optuna_url}",
+                  f"tracking.uri={mlflow_url}", "search/launcher=slurm", "search.launcher.jobs=2")
+    out, err = _finish(proc, timeout=300)
+    assert proc.returncode == 2, err[-3000:] + out[-2000:]
+    (line,) = err.strip().splitlines()
+    assert line.startswith("sweeper: error: model: ") and "cell must be one of lstm, gru, rnn" in line, line
+    assert not (tmp_path / "outputs").exists()  # no jobs folder, no submission record
+    with pytest.raises(KeyError):
+        _study(optuna_url, "refused")
+    assert not MlflowClient(mlflow_url).search_experiments(filter_string="name = 'sweeper'") or not _runs(mlflow_url)
+    for _ in range(60):  # cancelled: gone from the queue within seconds
+        now = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, timeout=30).stdout.split()
+        if set(now) <= set(before):
+            break
+        time.sleep(1)
+    assert set(now) <= set(before), now
+    shown = subprocess.run(["scontrol", "show", "job"], capture_output=True, text=True, timeout=30).stdout
+    assert "JobName=sweeper-refused" in shown and "JobState=CANCELLED" in shown  # they had been submitted

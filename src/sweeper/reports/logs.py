@@ -65,3 +65,34 @@ def trial_log(study: str, trial: int | None, uri: str, experiment: str, mlflow_a
     if local is not None:
         return str(local), local.read_text(errors="replace")
     return _from_mlflow(uri, experiment, study, trial)
+
+
+def job_logs(study: str) -> list[tuple[str, Path, bool]]:
+    """``(job id, its log, whether the log exists)`` of every job submitted for ``study``
+    from this folder (``search/launcher=slurm``), oldest submission first."""
+    from sweeper.search.launch import submissions
+
+    folder = sweeps_dir() / study
+    found = [(job, Path(out)) for line in submissions(folder) for job, out in line["jobs"].items()]
+    if not found:
+        raise SweeperError(f"no jobs were submitted for study '{study}' from this folder "
+                           f"({folder}); jobs are launched with search/launcher=slurm")
+    return [(job, out, out.is_file()) for job, out in found]
+
+
+def job_log(study: str, job: str) -> tuple[str, str]:
+    """``(where, text)`` of one job's output, its error stream appended."""
+    jobs = job_logs(study)
+    chosen = [(j, out) for j, out, _ in jobs if j == job or j.split("_", 1)[0] == job]
+    if not chosen:
+        raise SweeperError(f"study '{study}' has no job {job}; its jobs are {', '.join(j for j, _, _ in jobs)}")
+    parts = []
+    for j, out in chosen:
+        err = out.with_name(out.name.replace("_log.out", "_log.err"))
+        for path in (out, err):
+            if path.is_file():
+                parts.append(f"# job {j}: {path}\n" + path.read_text(errors="replace"))
+    if not parts:
+        raise SweeperError(f"job {job} of study '{study}' has no log yet at {chosen[0][1]} (still queued, "
+                           "or its folder is not shared with this node)")
+    return ", ".join(j for j, _ in chosen), "\n".join(parts)

@@ -11,6 +11,7 @@ Device checks run in the jobs, on the nodes that have the devices.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import signal
@@ -29,6 +30,7 @@ from sweeper.search.settings import LauncherSettings, SearchSettings
 SERVER_SCHEMES = ("postgresql", "postgres", "mysql", "mariadb", "oracle", "mssql", "cockroachdb")
 TRACKING_SERVERS = ("http", "https", "databricks", *SERVER_SCHEMES)
 JOB_LOGS = "jobs"  # submitit's folder under the study folder: scripts, pickles, one log per job
+SUBMISSIONS = "jobs.jsonl"  # under the study folder: one line per submission (ids, log folder)
 POLL_S = 2.0
 
 
@@ -236,8 +238,24 @@ def last_error(logs: Sequence[Path]) -> str | None:
 class SlurmLaunch:
     """The jobs of one submission, followed from the submitting command."""
 
-    def __init__(self, jobs: list[Any], folder: Path) -> None:
+    def __init__(self, jobs: list[Any], folder: Path, created: Sequence[Path] = ()) -> None:
         self.jobs, self.folder = jobs, folder
+        self.created = list(created)  # folders the submission made, innermost first
+        self.handed_over = False
+
+    def hand_over(self, study_dir: Path) -> None:
+        """The sweep was checked and its study opened: the jobs are its workers now."""
+        self.handed_over = True
+        _record_submission(study_dir, self)
+
+    def withdraw(self) -> None:
+        """The sweep never began: cancel the jobs and remove every file they and their
+        submission made, so that a refused command leaves nothing behind."""
+        self.cancel()
+        for job in self.ids:
+            for path in self.folder.glob(f"{job.split('_', 1)[0]}_*"):
+                path.unlink(missing_ok=True)
+        _remove_created(self.created)
 
     @property
     def ids(self) -> list[str]:
@@ -264,16 +282,58 @@ def submit_slurm(argv: Sequence[str], settings: SearchSettings, trainer: Any,
     """Submit ``jobs`` array tasks running the sweep; returns them and the sbatch options."""
     launcher = settings.launcher
     folder = Path(launcher.folder).resolve() if launcher.folder else study_dir / JOB_LOGS
+    created = [p for p in (folder, *folder.parents) if not p.exists()]
     executor = _slurm_executor(folder, launcher, settings, trainer, settings.study_name)
     job = SweepJob(job_argv(argv, launcher, settings), os.getcwd(), launcher.requeue, launcher.signal_delay_s)
     options = sbatch_options(executor)
     try:
         jobs = executor.map_array(job, list(range(launcher.jobs)))
     except Exception as exc:  # sbatch refused (partition, account, limits)
+        _remove_created(created)
         message = " ".join(str(exc).split())
         raise SweeperError(f"sbatch refused the jobs: {message[-400:]}; check search.launcher.partition, "
                            "timeout_min and additional_parameters") from None
-    return SlurmLaunch(jobs, folder), options
+    return SlurmLaunch(jobs, folder, created), options
+
+
+def _remove_created(created: Sequence[Path]) -> None:
+    """Remove the folders a submission made (innermost first): the jobs' folder with what
+    is in it, the ones above it only when nothing else is in them."""
+    import shutil
+
+    for index, folder in enumerate(created):
+        if index == 0:
+            shutil.rmtree(folder, ignore_errors=True)
+            continue
+        try:
+            folder.rmdir()
+        except OSError:
+            return  # something else is in it
+
+
+def _record_submission(study_dir: Path, launch: SlurmLaunch) -> None:
+    """Append the submission to the study folder's list, which ``sweeper logs --jobs`` reads."""
+    line = {"submitted": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": socket.gethostname(),
+            "folder": str(launch.folder), "jobs": {i: str(p) for i, p in zip(launch.ids, launch.logs)}}
+    study_dir.mkdir(parents=True, exist_ok=True)
+    with open(study_dir / SUBMISSIONS, "a") as out:
+        out.write(json.dumps(line) + "\n")
+
+
+def submissions(study_dir: Path) -> list[dict[str, Any]]:
+    """The study's submissions, oldest first (unreadable lines skipped)."""
+    path = study_dir / SUBMISSIONS
+    if not path.is_file():
+        return []
+    found = []
+    for text in path.read_text(errors="replace").splitlines():
+        try:
+            line = json.loads(text)
+        except ValueError:
+            continue
+        if isinstance(line, dict) and isinstance(line.get("jobs"), dict):
+            found.append(line)
+    return found
 
 
 def follow(launch: SlurmLaunch, update: Any, poll_s: float = POLL_S) -> tuple[list[int | None], bool]:
@@ -298,10 +358,10 @@ def follow(launch: SlurmLaunch, update: Any, poll_s: float = POLL_S) -> tuple[li
             launch.cancel()
 
 
-def describe_jobs(launch: SlurmLaunch) -> str:
+def describe_jobs(launch: SlurmLaunch, study: str) -> str:
     first = launch.ids[0].split("_", 1)[0]
-    return (f"jobs {', '.join(launch.ids)}; logs: {launch.folder}/{first}_<task>_0_log.out; watch with "
-            f"`squeue -j {first}`, stop with `scancel {first}`")
+    return (f"jobs {', '.join(launch.ids)}; logs: {launch.folder}/{first}_<task>_0_log.out (`sweeper logs "
+            f"{study} --job {first}`); watch with `squeue -j {first}`, stop with `scancel {first}`")
 
 
 def shell_line(argv: Sequence[str]) -> str:

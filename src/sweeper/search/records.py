@@ -27,6 +27,11 @@ def sweeps_dir(cwd: Path | None = None) -> Path:
     return (Path.cwd() if cwd is None else cwd) / "outputs" / "sweeps"
 
 
+def study_folder(name: str, cwd: Path | None = None) -> Path:
+    """Where study ``name``'s files live: ``./outputs/sweeps/<name>`` (absolute)."""
+    return (sweeps_dir(cwd) / name).resolve()
+
+
 def local_journal(name: str | None, cwd: Path | None = None) -> Path | None:
     """The embedded journal of study ``name`` under ``./outputs/sweeps`` (or of the study
     written last, when ``name`` is None), if there is one."""

@@ -30,7 +30,7 @@ from sweeper.search.launch import trial_devices
 from sweeper.search.plan import SweepPlan
 from sweeper.search.preflight import check_trials
 from sweeper.search.processes import WorkerPool, worker_envs, worker_threads
-from sweeper.search.records import FINISHED_ATTR, FINISHED_DONE_ATTR, TARGET_ATTR
+from sweeper.search.records import FINISHED_ATTR, FINISHED_DONE_ATTR, TARGET_ATTR, study_folder
 from sweeper.search.report import Progress, say
 from sweeper.search.samplers import build_pruner, build_sampler
 from sweeper.search.settings import SearchSettings, parse_settings
@@ -121,7 +121,18 @@ def run_sweep(
 
         check_reachable(settings.launcher, settings.storage,
                         str(cfg.tracking.uri) if cfg.tracking.enabled else None)
-        return _run_sweep(cfg, choices, overrides, sources, settings, None, 1, argv or [])
+        early = None
+        if settings.launcher.name == "slurm":
+            from sweeper.search.launch import submit_slurm
+
+            # Like the local workers, the jobs start (and load their libraries) while the
+            # sweep is checked here; they are cancelled, their files removed, if it never begins.
+            early = submit_slurm(argv or [], settings, cfg.trainer, study_folder(settings.study_name))
+        try:
+            return _run_sweep(cfg, choices, overrides, sources, settings, None, 1, argv or [], early)
+        finally:
+            if early is not None and not early[0].handed_over:
+                early[0].withdraw()
     accelerator = str(cfg.trainer.accelerator)
     threads = worker_threads(settings.workers, settings.threads)
     envs = worker_envs(settings.workers, accelerator, threads, trial_devices(cfg.trainer))
@@ -136,7 +147,7 @@ def run_sweep(
 
 def _run_sweep(
     cfg: DictConfig, choices: dict[str, str], overrides: list[str], sources: list[dict[str, str]],
-    settings: SearchSettings, pool: WorkerPool | None, threads: int, argv: list[str],
+    settings: SearchSettings, pool: WorkerPool | None, threads: int, argv: list[str], early: Any = None,
 ) -> int:
     space = parse_space(settings.params)
     base = cfg.copy()
@@ -169,7 +180,7 @@ def _run_sweep(
     if settings.multi_objective and settings.pruner_name not in ("none", "custom"):
         say("multi-objective study: Optuna cannot prune it, so search.pruner is not used")
 
-    study_dir = (Path.cwd() / "outputs" / "sweeps" / settings.study_name).resolve()
+    study_dir = study_folder(settings.study_name)
     storage_url = settings.storage or default_storage(study_dir)
     # Both stores are checked before either is written: a refused sweep leaves no folder,
     # no study and no run behind (the corrected command then starts afresh).
@@ -223,7 +234,7 @@ def _run_sweep(
         tracker.set_tags(parent, {"n_trials": n_trials, "outcome": "running"})
 
     if pool is None:
-        return _launch(cfg, settings, study, space, storage_url, study_dir, n_trials, argv, tracker, parent)
+        return _launch(cfg, settings, study, space, storage_url, study_dir, n_trials, argv, tracker, parent, early)
 
     trials = study.get_trials(deepcopy=False)
     done_before = counts(trials)["DONE"]
@@ -334,8 +345,9 @@ def _run_sweep(
 
 
 def _launch(cfg: DictConfig, settings: SearchSettings, study: Any, space: Any, storage_url: str, study_dir: Path,
-            n_trials: int, argv: list[str], tracker: Any, parent: str | None) -> int:
-    """Submit the study's jobs and, with ``search.launcher.wait``, follow it to its end."""
+            n_trials: int, argv: list[str], tracker: Any, parent: str | None, early: Any) -> int:
+    """Hand the study to its jobs (submitted by :func:`run_sweep` while it was checked)
+    and, with ``search.launcher.wait``, follow it to its end."""
     from sweeper.search import launch
 
     launcher = settings.launcher
@@ -343,10 +355,11 @@ def _launch(cfg: DictConfig, settings: SearchSettings, study: Any, space: Any, s
         from sweeper.search.kubernetes import deliver
 
         return deliver(cfg, settings, argv, study_dir)
-    jobs, options = launch.submit_slurm(argv, settings, cfg.trainer, study_dir)
+    jobs, options = early
+    jobs.hand_over(study_dir)
     say(f"study '{settings.study_name}': {n_trials} trials, {launcher.jobs} SLURM job(s) x "
         f"{launcher.workers_per_job} worker(s), sampler {settings.sampler_name}, pruner {settings.pruner_name}")
-    say("submitted " + launch.describe_jobs(jobs))
+    say("submitted " + launch.describe_jobs(jobs, settings.study_name))
     say("sbatch " + " ".join(o.split(None, 1)[1] for o in options if " " in o))
     if not launcher.wait:
         say(f"each job runs: sweeper sweep {launch.shell_line(launch.job_argv(argv, launcher, settings))}")
@@ -375,5 +388,6 @@ def _launch(cfg: DictConfig, settings: SearchSettings, study: Any, space: Any, s
     raise SweeperError(
         f"the jobs ended before study '{settings.study_name}' finished ({c['DONE']} of {n_trials} trials done; "
         f"exit codes {', '.join('?' if x is None else str(x) for x in codes)})"
-        + (f"; last error: {why}" if why else "") + f"; see {jobs.folder}/*_log.out"
+        + (f"; last error: {why}" if why else "")
+        + f"; see `sweeper logs {settings.study_name} --jobs` ({jobs.folder}/*_log.out)"
     )
