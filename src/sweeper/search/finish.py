@@ -11,6 +11,7 @@ import yaml
 from sweeper.search.plan import SweepPlan
 from sweeper.search.report import say, table, trials_table
 from sweeper.search.space import SearchSpace
+from sweeper.search.storage import optuna_commands
 from sweeper.search.trials import RUN_ID_ATTR, counts
 from sweeper.tracking.stores import mask_url
 
@@ -23,6 +24,13 @@ def best_trials(study: Any) -> list[Any]:
     return [study.best_trial] if len(study.directions) == 1 else list(study.best_trials)
 
 
+def say_optuna_commands(storage_url: str, study_name: str) -> None:
+    dashboard, trials = optuna_commands(storage_url, study_name)
+    server = "://" in storage_url and "@" in storage_url  # its password is never printed
+    say(f"Optuna's own tools: {dashboard}   |   {trials}"
+        + ("   (password from PGPASSWORD or ~/.pgpass)" if server else ""))
+
+
 def finish(study: Any, plan: SweepPlan, tracker: Any, space: SearchSpace, outcome: str) -> None:
     settings = plan.search
     study_dir = Path(plan.study_dir)
@@ -32,6 +40,7 @@ def finish(study: Any, plan: SweepPlan, tracker: Any, space: SearchSpace, outcom
     say(trials_table(study, settings.metrics, param_keys))
     say(f"\ntrials: {c['COMPLETE']} complete, {c['PRUNED']} pruned, {c['FAIL']} failed "
          f"(study '{settings.study_name}' in {mask_url(plan.storage)})")
+    say_optuna_commands(plan.storage, settings.study_name)
     best = best_trials(study)
     if settings.multi_objective and best:
         say("\nPareto front:")
@@ -130,6 +139,7 @@ def report_finished(study: Any, settings: Any, space: SearchSpace, storage_url: 
         f"outcome {study.user_attrs.get(FINISHED_ATTR)}"
     say(f"\nstudy '{settings.study_name}' is finished: {c['DONE']} of {n_trials} trials done, {how} "
          f"({c['COMPLETE']} complete, {c['PRUNED']} pruned, {c['FAIL']} failed; {mask_url(storage_url)})")
+    say_optuna_commands(storage_url, settings.study_name)
     best = best_trials(study)
     if best:
         top = best[0]

@@ -2,18 +2,42 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Any
 
 from sweeper.errors import ConfigError
-from sweeper.tracking.stores import POSTGRES_EXTRA, driver_url, held, mask_url, retry_schema_race
+from sweeper.tracking.stores import POSTGRES_EXTRA, driver_url, held, mask_url, retry_schema_race, without_password
 
 JOURNAL_PREFIX = "journal:///"
 
 
 def default_storage(study_dir: Path) -> str:
     return f"{JOURNAL_PREFIX}{(study_dir / 'optuna.journal').resolve()}"
+
+
+def optuna_storage(url: str) -> str:
+    """The storage as Optuna's own tools take it (``optuna``, ``optuna-dashboard``): a
+    journal as its file's path (they refuse sweeper's ``journal:///`` form), a database
+    URL with the installed driver and without its password (the driver then reads
+    ``PGPASSWORD`` or ``~/.pgpass``)."""
+    if url.startswith(JOURNAL_PREFIX):
+        return "/" + url[len(JOURNAL_PREFIX):].lstrip("/")
+    if url.endswith(".journal") or "://" not in url:
+        return str(Path(url).resolve())
+    with contextlib.suppress(ConfigError):  # no driver here: the URL as given
+        url = driver_url(url, "search.storage")
+    return without_password(url)
+
+
+def optuna_commands(url: str, study_name: str) -> list[str]:
+    """Ready commands of Optuna's tools on the study, as a shell takes them."""
+    import shlex
+
+    storage = shlex.quote(optuna_storage(url))
+    return [f"optuna-dashboard {storage}",
+            f"optuna trials --storage {storage} --study-name {shlex.quote(study_name)}"]
 
 
 def study_lock(url: str, study_name: str) -> Any:

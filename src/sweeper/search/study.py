@@ -4,6 +4,7 @@ created with, and its MLflow parent run, created once however many machines star
 from __future__ import annotations
 
 import json
+import warnings
 from typing import Any
 
 from sweeper.errors import ConfigError
@@ -143,6 +144,10 @@ def open_study(settings: SearchSettings, storage: Any, space: SearchSpace,
     for key, value in wanted.items():
         if attrs.get(key) != value:  # only what changed: a re-run leaves the store as it was
             study.set_user_attr(key, value)
+    with warnings.catch_warnings():  # Optuna calls metric names experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if study.metric_names != list(settings.metrics):  # named in optuna-dashboard and Optuna's CLI
+            study.set_metric_names(list(settings.metrics))
     return study
 
 
