@@ -82,7 +82,8 @@ def test_the_printed_optuna_commands_work_as_printed(tmp_path):
     assert [r["state"] for r in rows] == ["COMPLETE", "COMPLETE"]
     assert all(0 < r["value"]["val/acc"] <= 1 for r in rows)  # the value under its metric's name
     best = _shell(f"optuna best-trial --storage {shlex.quote(str(journal))} --study-name tools -f json", tmp_path)
-    assert best.returncode == 0 and json.loads(best.stdout)["value"]["val/acc"] == max(r["value"]["val/acc"] for r in rows)
+    assert best.returncode == 0, best.stderr
+    assert json.loads(best.stdout)["value"]["val/acc"] == max(r["value"]["val/acc"] for r in rows)
     # the dashboard names the objective after the metric, not "Objective 0"
     study = _dashboard_study(dashboard, tmp_path.parent)
     assert study["study_name"] == "tools" and study["objective_names"] == ["val/acc"]
