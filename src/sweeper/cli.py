@@ -524,7 +524,7 @@ def cmd_logs(argv: Sequence[str]) -> int:
             print(f"{job}  {out}" + ("" if exists else "  (no log yet)"))
         return 0
     if args.job:
-        where, text = job_log(args.study, args.job)
+        text = job_log(args.study, args.job)
         print(text, end="" if text.endswith("\n") else "\n")
         return 0
     mlflow_asked = any(a.startswith(("--tracking-uri", "--experiment")) for a in argv)

@@ -80,19 +80,14 @@ def job_logs(study: str) -> list[tuple[str, Path, bool]]:
     return [(job, out, out.is_file()) for job, out in found]
 
 
-def job_log(study: str, job: str) -> tuple[str, str]:
-    """``(where, text)`` of one job's output, its error stream appended."""
+def job_log(study: str, job: str) -> str:
+    """One job's output (its error stream goes there too), or every task's of an array."""
     jobs = job_logs(study)
     chosen = [(j, out) for j, out, _ in jobs if j == job or j.split("_", 1)[0] == job]
     if not chosen:
         raise SweeperError(f"study '{study}' has no job {job}; its jobs are {', '.join(j for j, _, _ in jobs)}")
-    parts = []
-    for j, out in chosen:
-        err = out.with_name(out.name.replace("_log.out", "_log.err"))
-        for path in (out, err):
-            if path.is_file():
-                parts.append(f"# job {j}: {path}\n" + path.read_text(errors="replace"))
+    parts = [f"# job {j}: {out}\n" + out.read_text(errors="replace") for j, out in chosen if out.is_file()]
     if not parts:
         raise SweeperError(f"job {job} of study '{study}' has no log yet at {chosen[0][1]} (still queued, "
                            "or its folder is not shared with this node)")
-    return ", ".join(j for j, _ in chosen), "\n".join(parts)
+    return "\n".join(parts)
