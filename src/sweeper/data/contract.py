@@ -62,11 +62,15 @@ def _provides(dm: Any, name: str) -> bool:
     method = getattr(dm, name, None)
     if not callable(method):
         return False
-    try:
-        from pytorch_lightning.core.hooks import DataHooks
-    except ImportError:  # pragma: no cover - Lightning is a dependency
+    import importlib
+
+    from sweeper.lightning_packages import package_of
+
+    package = package_of(dm)
+    if package is None:
         return True
-    return getattr(method, "__func__", None) is not getattr(DataHooks, name, None)
+    hooks = importlib.import_module(f"{package}.core.hooks").DataHooks
+    return getattr(method, "__func__", None) is not getattr(hooks, name, None)
 
 
 def _shape(value: Any) -> str:

@@ -80,11 +80,9 @@ def _latency(module: Any, x: Any, repeats: int) -> float:
 
 
 def _score(module: Any, datamodule: Any) -> dict[str, float]:
-    import pytorch_lightning as pl
+    from sweeper.training.evaluate import scoring_trainer
 
-    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                         enable_model_summary=False, enable_checkpointing=False)
-    (result,) = trainer.test(module, datamodule=datamodule, verbose=False)
+    (result,) = scoring_trainer(module).test(module, datamodule=datamodule, verbose=False)
     return {k: float(v) for k, v in result.items()}
 
 

@@ -48,6 +48,7 @@ def _as_list(value: Any) -> Any:
 def model_spec(module: Any, datamodule: Any, variant: str = "float32") -> dict[str, Any]:
     """What rebuilds ``module`` and prepares its inputs, as plain data."""
     from sweeper.errors import SweeperError
+    from sweeper.lightning_packages import class_path
     from sweeper.models._base import is_plain
 
     hparams = dict(module.hparams)
@@ -59,7 +60,7 @@ def model_spec(module: Any, datamodule: Any, variant: str = "float32") -> dict[s
     names = getattr(datamodule, "class_names", None)
     return {
         "format": FORMAT,
-        "module": f"{type(module).__module__}.{type(module).__qualname__}",
+        "module": class_path(module),
         "hparams": hparams,
         "task": getattr(module, "task", None),
         "input_shape": [int(d) for d in datamodule.input_shape],

@@ -15,10 +15,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from sweeper.config import as_dict
 from sweeper.errors import ConfigError, DataError, SweeperError
+from sweeper.lightning_packages import choose, class_path, load, package_of, rebase
 
 
 def _short(exc: BaseException) -> str:
@@ -42,16 +43,24 @@ def import_target(node: Any, group: str) -> Any:
         ) from None
 
 
-def instantiate(node: DictConfig, group: str, **kwargs: Any) -> Any:
-    """``hydra.utils.instantiate`` with a one-line error naming the config group."""
+def instantiate(node: DictConfig, group: str, package: str | None = None, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` with a one-line error naming the config group. With
+    ``package`` (a Lightning package), Lightning classes of the other package that the
+    node names, its own ``_target_`` and nested ones, are rebased on ``package``."""
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate as hydra_instantiate
 
     target = import_target(node, group)
+    if package is not None:
+        target = rebase(target, package) if isinstance(target, type) else target
     try:
         fast = _plain_call(node, target, kwargs)
         if fast is not None:
             return fast()
+        if package is not None:
+            data = _retarget(OmegaConf.to_container(node, resolve=True), package)
+            data["_target_"] = target
+            return hydra_instantiate(data, _convert_="all", **kwargs)
         return hydra_instantiate(node, _convert_="all", **kwargs)
     except InstantiationException as exc:
         cause = exc.__cause__ or exc
@@ -60,6 +69,27 @@ def instantiate(node: DictConfig, group: str, **kwargs: Any) -> Any:
         raise
     except Exception as exc:
         raise ConfigError(f"{group}: {type(exc).__name__}: {_short(exc)}; check the {group}.* keys") from exc
+
+
+def _retarget(value: Any, package: str) -> Any:
+    """A plain config with each nested ``_target_`` naming a Lightning class of the other
+    package replaced by that class rebased on ``package``."""
+    from hydra.utils import get_object
+
+    if isinstance(value, list):
+        return [_retarget(v, package) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out = {k: _retarget(v, package) for k, v in value.items()}
+    target = out.get("_target_")
+    if isinstance(target, str):
+        try:
+            obj = get_object(target)
+        except Exception:
+            return out  # Hydra's own error names it
+        if isinstance(obj, type) and package_of(obj) not in (None, package):
+            out["_target_"] = rebase(obj, package)
+    return out
 
 
 def _plain(value: Any) -> bool:
@@ -86,14 +116,20 @@ def _plain_call(node: DictConfig, target: Any, kwargs: dict[str, Any]) -> Any:
     return lambda: target(**args, **kwargs)
 
 
+def lightning_package(cfg: DictConfig) -> str:
+    """The Lightning package a run of ``cfg`` trains with: that of the user's model or
+    data module (``lightning.pytorch`` or ``pytorch_lightning``); sweeper's classes adapt."""
+    return choose(import_target(cfg.model, "model"), import_target(cfg.data, "data"))
+
+
 def build_datamodule(cfg: DictConfig) -> Any:
-    return instantiate(cfg.data, "data")
+    return instantiate(cfg.data, "data", package=lightning_package(cfg))
 
 
 def is_lightning_module(cls: Any) -> bool:
-    import pytorch_lightning as pl
-
-    return isinstance(cls, type) and issubclass(cls, pl.LightningModule)
+    """A LightningModule class of either Lightning package."""
+    package = package_of(cls) if isinstance(cls, type) else None
+    return package is not None and issubclass(cls, load(package).LightningModule)
 
 
 def task_class(cfg: DictConfig) -> Any:
@@ -126,11 +162,6 @@ def _accepts(fn: Any, name: str) -> bool:
     return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
-def _dotted(obj: Any) -> str:
-    cls = type(obj)
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
 def build_module(cfg: DictConfig, datamodule: Any) -> Built:
     """The LightningModule for ``cfg``: the user's own, or the task's around the network."""
     from torch import nn
@@ -140,8 +171,9 @@ def build_module(cfg: DictConfig, datamodule: Any) -> Built:
     target = import_target(cfg.model, "model")
     if is_lightning_module(target):
         module = instantiate(cfg.model, "model")
-        return Built(module, "custom", _dotted(module))
-    task_cls = task_class(cfg)
+        return Built(module, "custom", class_path(module))
+    package = lightning_package(cfg)
+    task_cls = rebase(task_class(cfg), package)
     check_datamodule(datamodule, task_cls.task, check_batches=False)
     task_cfg = as_dict(cfg.task)
     assert task_cfg is not None  # task_class took cfg.task's _target_, so it is a mapping
@@ -174,7 +206,7 @@ def build_module(cfg: DictConfig, datamodule: Any) -> Built:
         module = task_cls(net=net, optimizer=optimizer, scheduler=scheduler, **task_kwargs)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"task: {_short(exc)}; check the task.* and model.* keys") from None
-    return Built(module, task_cls.task, _dotted(net))
+    return Built(module, task_cls.task, class_path(net))
 
 
 def plain_spec(node: DictConfig, extra: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -234,6 +266,7 @@ def check_trainer(cfg: DictConfig) -> None:
     instantiate(
         cfg.trainer,
         "trainer",
+        package=lightning_package(cfg),
         logger=False,
         callbacks=[],
         enable_checkpointing=False,

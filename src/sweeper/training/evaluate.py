@@ -23,7 +23,8 @@ class Evaluation:
 
 def module_class(cfg: DictConfig) -> Any:
     """The LightningModule class that a run of ``cfg`` trained and checkpointed."""
-    from sweeper.training.build import import_target, is_lightning_module, task_class
+    from sweeper.lightning_packages import rebase
+    from sweeper.training.build import import_target, is_lightning_module, lightning_package, task_class
 
     target = import_target(cfg.model, "model")
     if is_lightning_module(target):
@@ -32,7 +33,28 @@ def module_class(cfg: DictConfig) -> Any:
         from sweeper.models import Classifier
 
         return Classifier
-    return task_class(cfg)
+    return rebase(task_class(cfg), lightning_package(cfg))
+
+
+def scoring_trainer(module: Any, accelerator: str = "cpu") -> Any:
+    """A one-device trainer of ``module``'s Lightning package, to test a saved model in
+    this process: no logger, checkpoints or progress bar, and no cluster environment (a
+    SLURM machine's ``srun`` hint and requeue handler are for training jobs)."""
+    from sweeper.lightning_packages import PL, fabric, load, package_of
+    from sweeper.training.run import quiet_lightning
+
+    quiet_lightning()
+    package = package_of(module) or PL
+    environment = fabric(package).plugins.environments.LightningEnvironment
+    return load(package).Trainer(
+        accelerator=accelerator,
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        plugins=[environment()],
+    )
 
 
 def evaluate_checkpoint(
@@ -47,10 +69,7 @@ def evaluate_checkpoint(
     its report there (classification: confusion matrix and per-class table; regression:
     predicted against true values; autoencoder: reconstructions).
     """
-    from sweeper.training.run import build_datamodule, quiet_lightning
-
-    quiet_lightning()
-    import pytorch_lightning as pl
+    from sweeper.training.build import build_datamodule
 
     if isinstance(config, (str, Path)):
         cfg = cast(DictConfig, OmegaConf.load(config))  # a training config is a mapping
@@ -69,15 +88,7 @@ def evaluate_checkpoint(
             f"data: the model takes inputs of shape {tuple(net_shape)}, the data gives "
             f"{tuple(data_shape)}; evaluate on data of the same shape"
         )
-    trainer = pl.Trainer(
-        accelerator=cfg.trainer.accelerator,
-        devices=1,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-    )
-    (result,) = trainer.test(model, datamodule=datamodule, verbose=False)
+    (result,) = scoring_trainer(model, cfg.trainer.accelerator).test(model, datamodule=datamodule, verbose=False)
     evaluation = Evaluation(
         {k: float(v) for k, v in result.items() if k.startswith("test/")},
         module=model,

@@ -24,9 +24,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from sweeper.config import resolved, validate_train_config
 from sweeper.errors import ConfigError, DivergedError, SweeperError
+from sweeper.lightning_packages import adopt, class_path, fabric, load, rebase
 from sweeper.paths import project_dir
 from sweeper.signals import interrupt_reason
-from sweeper.training.build import build_datamodule, build_module, instantiate
+from sweeper.training.build import build_datamodule, build_module, instantiate, lightning_package
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +125,8 @@ def quiet_lightning() -> None:
     """Silence Lightning's start-up banner and warnings that do not apply to our loaders."""
     for pattern in _NOISY_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
-    logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    for package in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric"):
+        logging.getLogger(f"{package}.utilities.rank_zero").setLevel(logging.WARNING)
 
 
 def _is_rank_zero() -> bool:
@@ -191,9 +192,11 @@ def run_training(
     (output_dir / "config.yaml").write_text(yaml.safe_dump(plain, sort_keys=False))
 
     quiet_lightning()
-    # torch and Lightning load here, not at import time, to keep the CLI quick.
-    import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import ModelCheckpoint
+    # torch and Lightning load here, not at import time, to keep the CLI quick; the
+    # package is the one the user's classes use (sweeper's adapt to it)
+    package = lightning_package(cfg)
+    pl = load(package)
+    callbacks = [adopt(cb, package) for cb in callbacks]
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
@@ -214,7 +217,7 @@ def run_training(
         run_tags = {
             "model_family": family(cfg),
             "model_class": built.net_class,
-            "data_class": f"{type(datamodule).__module__}.{type(datamodule).__qualname__}",
+            "data_class": class_path(datamodule),
             "task": built.task,
             "mlflow.source.git.commit": process_git_commit(),
             "mlflow.source.name": "sweeper train",
@@ -238,7 +241,7 @@ def run_training(
             if getattr(datamodule, "input_shape", None) is not None:
                 params["data.input_shape"] = str(list(datamodule.input_shape))
             tracker.log_params(run_id, params)
-        checkpoint = ModelCheckpoint(
+        checkpoint = pl.callbacks.ModelCheckpoint(
             dirpath=output_dir / "checkpoints",
             filename="best",
             monitor=cfg.monitor,
@@ -250,18 +253,18 @@ def run_training(
         if resume is not None and checkpoint is not None:
             resume.carry_best(checkpoint)
         trainer_callbacks = [*callbacks, *([checkpoint] if checkpoint else [])]
-        logger = MlflowLogger(tracker, run_id) if tracker is not None and run_id else False
+        logger = rebase(MlflowLogger, package)(tracker, run_id) if tracker is not None and run_id else False
         if own_processes or _slurm_single_task():
-            from lightning_fabric.plugins.environments import LightningEnvironment
-
             # sweeper (or a one-task SLURM job) starts this process; Lightning starts the
             # other DDP ranks itself instead of expecting srun to have started them
-            extra = {"plugins": [LightningEnvironment()]} if "plugins" not in cfg.trainer else {}
+            environment = fabric(package).plugins.environments.LightningEnvironment
+            extra = {"plugins": [environment()]} if "plugins" not in cfg.trainer else {}
         else:
             extra = {}
-        trainer: pl.Trainer = instantiate(
+        trainer = instantiate(
             cfg.trainer,
             "trainer",
+            package=package,
             **extra,
             logger=logger,
             callbacks=trainer_callbacks,
