@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -171,6 +172,9 @@ def test_sweeper_serve_answers_over_http_and_stops_cleanly(registered, stop):
                                 "(requests up to 5 MB)"), first
         curl = proc.stdout.readline()
         assert curl.startswith(f"curl -s http://127.0.0.1:{port}/invocations") and '"inputs": [[' in curl
+        inputs = proc.stdout.readline()
+        assert inputs.startswith("inputs: each row: 64 numbers (one input of shape [1, 8, 8]; floats or integers, "
+                                 "JSON or CSV), raw as sweeper.data.digits.DigitsDataModule reads them"), inputs
         base = f"http://127.0.0.1:{port}"
         with urllib.request.urlopen(f"{base}/ping", timeout=10) as response:
             assert response.status == 200
@@ -260,3 +264,64 @@ def test_bad_model_commands_are_one_line(registered, args, text):
     out = cli(registered, *args)
     lines = out.stderr.strip().splitlines()
     assert out.returncode == 2 and len(lines) == 1 and text in lines[0], out.stderr
+
+
+def _mlflow() -> str:
+    return str(Path(sys.executable).parent / "mlflow")
+
+
+def _classes(answer: dict) -> list[int]:
+    return [p["class"] for p in answer["predictions"]]
+
+
+def test_the_model_takes_what_clients_send_from_pyfunc_mlflow_predict_and_mlflow_serve(registered, tmp_path):
+    """float64 (what numpy and pandas make), int64 frames and arrays, lists, JSON and CSV."""
+    import pandas as pd
+
+    from sweeper.serving.serve import wait_for_ping
+
+    rows, _ = _test_split()
+    raw64, ints = rows[:20].astype(np.float64), rows[:20].astype(np.int64)  # digits pixels are 0-16
+    columns = [f"pixel_{i}" for i in range(64)]
+    model = _pyfunc(registered)
+    expected = model.predict(rows[:20])["class"].tolist()
+    for given in (raw64, ints, pd.DataFrame(raw64), pd.DataFrame(ints, columns=columns), raw64.tolist()):
+        assert model.predict(given)["class"].tolist() == expected, type(given)
+    meta = model.metadata.metadata
+    assert meta["input_shape"] == [1, 8, 8] and "64 numbers" in meta["inputs"] and "standardises them" in meta["inputs"]
+
+    csv_file = tmp_path / "rows.csv"
+    pd.DataFrame(ints, columns=columns).to_csv(csv_file, index=False)
+    # as in an activated environment: mlflow starts `uvicorn` from the PATH
+    env = {**os.environ, "MLFLOW_TRACKING_URI": _uri(registered), "PYTHONWARNINGS": "ignore",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    result = tmp_path / "predictions.json"
+    out = subprocess.run([_mlflow(), "models", "predict", "-m", "models:/digits/1", "-i", str(csv_file), "-t", "csv",
+                          "-o", str(result), "--env-manager", "local"], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert _classes(json.loads(result.read_text())) == expected
+
+    port = _free_port()
+    proc = subprocess.Popen([_mlflow(), "models", "serve", "-m", "models:/digits/1", "-p", str(port),
+                             "--env-manager", "local"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_for_ping(base, proc)
+        request = urllib.request.Request(f"{base}/invocations", data=csv_file.read_bytes(),
+                                         headers={"Content-Type": "text/csv"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            assert _classes(json.loads(response.read())) == expected
+        split = {"dataframe_split": {"columns": columns, "data": ints.tolist()}}
+        assert _classes(_post(f"{base}/invocations", split)) == expected
+        assert _classes(_post(f"{base}/invocations", {"inputs": raw64.tolist()})) == expected
+        try:
+            _post(f"{base}/invocations", {"inputs": [[1, 2, 3]]})
+            pytest.fail("a row of 3 numbers was answered")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 400 and "each input must hold 64 numbers" in exc.read().decode()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)

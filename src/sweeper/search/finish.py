@@ -105,12 +105,13 @@ def finish(study: Any, plan: SweepPlan, tracker: Any, space: SearchSpace, outcom
                 if plan.parent_run_id:
                     tracker.log_artifacts(plan.parent_run_id, study_dir / "evaluation", "evaluation")
                 if settings.register_model:
-                    from sweeper.serving.package import register
+                    from sweeper.serving.package import inputs_note, model_spec, register
 
                     version = register(tracker.uri, child, evaluation.module, evaluation.datamodule,
                                        settings.study_name)
                     summary_tags["registered_model"] = f"{settings.study_name}/{version}"
                     say(f"registered model '{settings.study_name}' version {version}")
+                    say(f"  its inputs: {inputs_note(model_spec(evaluation.module, evaluation.datamodule))}")
     if c["DONE"]:
         from sweeper.reports.plots import write_study_plots
 

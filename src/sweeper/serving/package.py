@@ -9,8 +9,11 @@ weights_only=True)``). MLflow's pyfunc flavor loads it through this module's
 and ``mlflow.pyfunc.load_model`` need sweeper installed, and nothing else: no pickled
 module, no pickled Python object.
 
-A request carries one row of raw numbers per sample, as the data gives them before the
-data module's standardisation (a digits image: its 64 pixels 0-16); the answer is the
+A request carries one row of numbers per sample (floats or integers; JSON arrays or
+frames, or CSV). A data module that says how its ``setup()`` standardises (its ``mean``
+and ``std``, as the shipped ones do) hands that to the model, which then takes raw inputs
+(a digits image: its 64 pixels 0-16); otherwise the model takes inputs as the data
+module's loaders give them, and says so (:func:`inputs_note`). The answer is the
 predicted class, its name and every class's probability (classification), the
 predicted values (regression) or the reconstruction (autoencoder).
 """
@@ -58,17 +61,50 @@ def model_spec(module: Any, datamodule: Any, variant: str = "float32") -> dict[s
             "dicts), so it cannot be registered without pickling it; give its network a `spec`"
         )
     names = getattr(datamodule, "class_names", None)
+    shape = [int(d) for d in datamodule.input_shape]
+    mean, std = _as_list(getattr(datamodule, "mean", None)), _as_list(getattr(datamodule, "std", None))
+    for key, value in (("mean", mean), ("std", std)):
+        if value is not None and not _broadcasts(value, shape):
+            raise SweeperError(
+                f"{class_path(datamodule)}.{key} has shape {list(np.shape(value))}, which does not "
+                f"broadcast to one input of shape {shape}: give one value per feature (or one in all)"
+            )
+    if (mean is None) != (std is None):
+        raise SweeperError(f"{class_path(datamodule)} has {'mean' if std is None else 'std'} but not "
+                           f"{'std' if std is None else 'mean'}: give both (the standardisation its setup() applies)")
     return {
         "format": FORMAT,
         "module": class_path(module),
+        "data": class_path(datamodule),
         "hparams": hparams,
         "task": getattr(module, "task", None),
-        "input_shape": [int(d) for d in datamodule.input_shape],
-        "mean": _as_list(getattr(datamodule, "mean", None)),
-        "std": _as_list(getattr(datamodule, "std", None)),
+        "input_shape": shape,
+        "mean": mean,
+        "std": std,
         "class_names": [str(n) for n in names] if names is not None else None,
         "variant": variant,
     }
+
+
+def _broadcasts(value: Any, shape: list[int]) -> bool:
+    try:
+        np.broadcast_to(np.asarray(value, dtype=np.float64), shape)
+    except ValueError:
+        return False
+    return True
+
+
+def inputs_note(spec: dict[str, Any]) -> str:
+    """What a client sends this model, in one line (printed at registration and by
+    ``sweeper serve``)."""
+    shape = list(spec["input_shape"])
+    width = int(np.prod(shape))
+    data = spec.get("data") or "the data module"
+    head = f"each row: {width} numbers (one input of shape {shape}; floats or integers, JSON or CSV)"
+    if spec.get("mean") is not None:
+        return f"{head}, raw as {data} reads them: the model standardises them itself"
+    return (f"{head}, exactly as {data}'s loaders give them: the data module handed over no "
+            "standardisation (mean and std), so transform raw inputs as its setup() does before sending")
 
 
 def quiet_quantization() -> None:
@@ -130,7 +166,10 @@ class Predictor:
         """Raw rows ``(N, prod(input_shape))`` (or ``(N, *input_shape)``) as the network's input."""
         import torch
 
-        x = torch.as_tensor(np.asarray(rows, dtype=np.float32))
+        try:
+            x = torch.as_tensor(np.asarray(rows, dtype=np.float32))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"inputs must be numbers, {self.width} per row ({exc})") from None
         if x.ndim == 1:
             x = x[None]
         if x.numel() != len(x) * self.width:
@@ -206,7 +245,7 @@ def save(folder: Path, module: Any, datamodule: Any, variant: str = "float32") -
     """Write ``module`` as a pyfunc model directory (``folder`` must not exist)."""
     import mlflow.pyfunc
     import torch
-    from mlflow.models import infer_signature
+    from mlflow.models import ModelSignature, infer_signature
 
     from sweeper import __version__
 
@@ -223,10 +262,14 @@ def save(folder: Path, module: Any, datamodule: Any, variant: str = "float32") -
         logging.getLogger(name).setLevel(logging.WARNING)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*Inferred schema contains integer column.*")
-        signature = infer_signature(example, predictor.answer(example))
+        # Outputs only: MLflow enforces an input schema strictly (a float32 one refuses the
+        # float64 rows numpy and pandas make, an int64 frame and CSV), and the loader
+        # converts and checks any numbers itself; what the inputs are is in the metadata.
+        signature = ModelSignature(inputs=None, outputs=infer_signature(example, predictor.answer(example)).outputs)
         mlflow.pyfunc.save_model(
             str(folder), loader_module="sweeper.serving.package", data_path=str(data),
             signature=signature, input_example=example, pip_requirements=requirements,
+            metadata={"inputs": inputs_note(spec), "input_shape": spec["input_shape"]},
         )  # fmt: skip
     shutil.rmtree(data.parent, ignore_errors=True)
     return folder

@@ -73,8 +73,9 @@ def start(model_uri: str, tracking_uri: str, host: str, port: int,
     return subprocess.Popen(cmd, env=env, start_new_session=True, stdout=sys.stderr.fileno())
 
 
-def example_request(client: Any, model_uri: str) -> str:
-    """The JSON body of a request with the model's input example, for the printed curl line."""
+def example_request(client: Any, model_uri: str) -> tuple[str, str | None]:
+    """The JSON body of a request with the model's input example, for the printed curl
+    line, and what the model says its inputs are (None for a model that does not)."""
     import tempfile
 
     import mlflow
@@ -84,14 +85,16 @@ def example_request(client: Any, model_uri: str) -> str:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             local = mlflow.artifacts.download_artifacts(model_uri, dst_path=tmp)
-            rows: Any = Model.load(local).load_input_example(local)
+            model = Model.load(local)
+            rows: Any = model.load_input_example(local)
+            note = (model.metadata or {}).get("inputs")
     except Exception:
-        return '{"inputs": [[...]]}'
+        return '{"inputs": [[...]]}', None
     values: Any = rows.tolist() if hasattr(rows, "tolist") else rows
     if not values:
-        return '{"inputs": [[...]]}'
+        return '{"inputs": [[...]]}', note
     row = [int(v) if float(v).is_integer() else round(float(v), 4) for v in values[0]]
-    return json.dumps({"inputs": [row]})
+    return json.dumps({"inputs": [row]}), note
 
 
 MAX_REQUEST_ENV = "SWEEPER_SERVE_MAX_REQUEST_MB"
@@ -124,7 +127,7 @@ def serve(target: str, tracking_uri: str, host: str, port: int,
     model_uri = resolve_model(client, target)
     if not _loopback(host):
         print(f"warning: binding to {host} makes the model reachable from your network", file=sys.stderr)
-    body = example_request(client, model_uri)
+    body, note = example_request(client, model_uri)
     if not max_request_mb > 0:
         raise SweeperError(f"--max-request-mb must be a positive number, got {max_request_mb}")
     proc = start(model_uri, tracking_uri, host, port, max_request_mb)
@@ -135,6 +138,8 @@ def serve(target: str, tracking_uri: str, host: str, port: int,
         print(f"serving {model_uri} at {base}/invocations (requests up to {max_request_mb:g} MB); "
               "Ctrl-C stops it", flush=True)
         print(f"curl -s {base}/invocations -H 'Content-Type: application/json' -d '{body}'", flush=True)
+        if note:
+            print(f"inputs: {note}", flush=True)
         while proc.poll() is None:
             time.sleep(0.5)
         return proc.returncode or 0
