@@ -325,3 +325,20 @@ def test_the_model_takes_what_clients_send_from_pyfunc_mlflow_predict_and_mlflow
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
+
+
+def test_model_commands_print_no_slurm_hints_on_a_slurm_machine(registered, tmp_path, monkeypatch):
+    """Lightning's "srun is available" hint and "SLURM auto-requeueing enabled" line are
+    for training jobs, not for scoring a saved model in this process."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    for key, value in {"SLURM_JOB_ID": "123", "SLURM_NTASKS": "1", "SLURM_JOB_NAME": "sweep",
+                       "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0"}.items():
+        monkeypatch.setenv(key, value)
+    out = cli(registered, "evaluate", "digits")
+    assert out.returncode == 0, out.stderr + out.stdout
+    text = out.stdout + out.stderr
+    assert "srun" not in text and "requeue" not in text.lower() and "GPU available" not in text, text

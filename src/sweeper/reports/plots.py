@@ -72,7 +72,7 @@ def write_study_plots(study: Any, out_dir: str | Path, metric: str, params: Sequ
                 plt.close(fig)
                 written.append(png)
         except Exception as exc:  # a plot the data cannot support; keep the others
-            log.info("skipped plot %s: %s", name, exc)
+            log.debug("skipped plot %s: %s", name, exc)
     return written
 
 
