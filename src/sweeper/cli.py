@@ -598,10 +598,15 @@ def cmd_compress(argv: Sequence[str]) -> int:
                         help="magnitude-pruning sparsities to try (default 0.5,0.8)")
     parser.add_argument("--tolerance", type=float, default=0.01,
                         help="largest loss of the test metric a variant may have to be registered (default 0.01)")
+    parser.add_argument("--max-slowdown", type=float, default=2.0,
+                        help="largest latency a variant may have, as a multiple of float32's at batch 1 "
+                             "and at batch 64, to be registered (default 2)")
     parser.add_argument("--repeats", type=int, default=20, help="latency repeats (median; default 20)")
     parser.add_argument("--no-register", action="store_true", help="measure only")
     args = parser.parse_args(argv)
     _apply_trust(args)
+    if not args.max_slowdown >= 1:
+        return _fail(f"--max-slowdown {args.max_slowdown:g}: give a multiple of float32's latency, 1 or more, e.g. 2")
     try:
         sparsities = [float(s) for s in args.sparsities.split(",") if s.strip()]
     except ValueError:
@@ -611,7 +616,7 @@ def cmd_compress(argv: Sequence[str]) -> int:
     from sweeper.serving.compress import compress_recorded
 
     compress_recorded(args.target, args.tracking_uri, args.experiment, sparsities, args.tolerance,
-                      max(1, args.repeats), register=not args.no_register)
+                      max(1, args.repeats), register=not args.no_register, max_slowdown=args.max_slowdown)
     return 0
 
 

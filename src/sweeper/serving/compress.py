@@ -6,9 +6,10 @@ and convolution weights (``torch.nn.utils.prune``) at the given sparsities. Each
 scored on the test split the model was trained with, its state dict's size on disk is
 measured (raw and gzipped: zeroed weights only shrink once compressed) and its CPU
 latency for a batch of 1 and of 64 samples (median of repeats). A variant that loses
-more than the tolerance of the test metric is flagged and never registered; of the
-others, the smallest on disk is registered as a new version of the model, tagged with
-what it is.
+more than the tolerance of the test metric, or that is more than ``max_slowdown`` times
+slower than float32 at either batch size, is flagged and never registered; of the
+others, the smallest on disk (then the fastest) is registered as a new version of the
+model, tagged with what it is.
 """
 
 from __future__ import annotations
@@ -39,7 +40,20 @@ class Variant:
     gzip_size: int = 0
     latency_1: float = 0.0
     latency_64: float = 0.0
-    flagged: bool = False
+    over_tolerance: bool = False
+    slowdown: float = 1.0  # the larger of its batch-1 and batch-64 latency over float32's
+    slower: bool = False  # slowdown over the limit
+
+    @property
+    def flagged(self) -> bool:
+        return self.over_tolerance or self.slower
+
+    @property
+    def flag(self) -> str:
+        parts = ["over tolerance"] if self.over_tolerance else []
+        if self.slower:
+            parts.append(f"{self.slowdown:.1f}x slower")
+        return ", ".join(parts)
 
 
 def pruned(module: Any, sparsity: float) -> Any:
@@ -87,7 +101,7 @@ def _score(module: Any, datamodule: Any) -> dict[str, float]:
 
 
 def measure(module: Any, datamodule: Any, sparsities: list[float], tolerance: float,
-            repeats: int) -> tuple[str, list[Variant]]:
+            repeats: int, max_slowdown: float = 2.0) -> tuple[str, list[Variant]]:
     """The original and its variants, each measured; returns the judging metric too."""
     import torch
 
@@ -104,7 +118,11 @@ def measure(module: Any, datamodule: Any, sparsities: list[float], tolerance: fl
         variant.latency_1 = _latency(variant.module, x[:1], repeats)
         variant.latency_64 = _latency(variant.module, x, repeats)
         loss = (variants[0].metric - variant.metric) if higher else (variant.metric - variants[0].metric)
-        variant.flagged = loss > tolerance
+        variant.over_tolerance = loss > tolerance
+    base = variants[0]
+    for variant in variants:
+        variant.slowdown = max(variant.latency_1 / base.latency_1, variant.latency_64 / base.latency_64)
+        variant.slower = variant.slowdown > max_slowdown
     return metric, variants
 
 
@@ -122,7 +140,7 @@ def table_rows(metric: str, variants: list[Variant]) -> list[dict[str, Any]]:
         "batch1_x": round(v.latency_1 / base.latency_1, 3),
         "batch64_ms": round(v.latency_64 * 1000, 3),
         "batch64_x": round(v.latency_64 / base.latency_64, 3),
-        "flag": "over tolerance" if v.flagged else "",
+        "flag": v.flag,
     } for v in variants]  # fmt: skip
 
 
@@ -133,7 +151,7 @@ def choose(variants: list[Variant]) -> Variant | None:
 
 
 def compress_recorded(target: str, uri: str, experiment: str, sparsities: list[float], tolerance: float,
-                      repeats: int, register: bool = True) -> list[dict[str, Any]]:
+                      repeats: int, register: bool = True, max_slowdown: float = 2.0) -> list[dict[str, Any]]:
     from sweeper.reports.evaluate import recorded_model
     from sweeper.search.report import table
     from sweeper.serving.package import register as register_variant
@@ -144,7 +162,8 @@ def compress_recorded(target: str, uri: str, experiment: str, sparsities: list[f
     tracker = MlflowTracker(uri, experiment)
     with tempfile.TemporaryDirectory() as tmp:
         run, evaluation = recorded_model(tracker, target, Path(tmp))
-        metric, variants = measure(evaluation.module, evaluation.datamodule, sparsities, tolerance, repeats)
+        metric, variants = measure(evaluation.module, evaluation.datamodule, sparsities, tolerance, repeats,
+                                   max_slowdown)
         rows = table_rows(metric, variants)
         out = Path(tmp) / "compression"
         out.mkdir()
@@ -154,7 +173,8 @@ def compress_recorded(target: str, uri: str, experiment: str, sparsities: list[f
             writer.writerows(rows)
         text = table(list(rows[0]), [[str(v) for v in r.values()] for r in rows])
         (out / "compression.txt").write_text(text + "\n")
-        print(f"run {run.info.run_id} ({run.info.run_name}), {metric} on its test split, tolerance {tolerance:g}:")
+        print(f"run {run.info.run_id} ({run.info.run_name}), {metric} on its test split, tolerance {tolerance:g}, "
+              f"at most {max_slowdown:g}x float32's latency:")
         print(text)
         tracker.log_artifacts(run.info.run_id, out, "compression")
         tracker.log_metrics(run.info.run_id, {
@@ -163,16 +183,18 @@ def compress_recorded(target: str, uri: str, experiment: str, sparsities: list[f
                                ("batch64_ms", v.latency_64 * 1000))})  # fmt: skip
         tracker.flush()
         chosen = choose(variants)
+        rule = f"within the tolerance of {tolerance:g} and {max_slowdown:g}x float32's latency"
         if chosen is None:
-            print(f"no variant within the tolerance of {tolerance:g}: nothing registered")
+            print(f"no variant {rule}: nothing registered")
         elif register:
             name = run.data.tags.get("study") or run.info.run_name
             variant = "int8" if chosen.name == "int8" else "pruned"
             version = register_variant(uri, run.info.run_id, chosen.module, evaluation.datamodule, name,
                                        variant=variant, artifact_path=f"model-{chosen.name}",
                                        tags={"compression": chosen.name, metric: f"{chosen.metric:.4f}"})
-            print(f"registered {chosen.name} as model '{name}' version {version} "
-                  f"({chosen.size / variants[0].size:.2f}x the size, {metric} {chosen.metric:.4f})")
+            print(f"registered {chosen.name} as model '{name}' version {version}: the smallest variant {rule} "
+                  f"({chosen.size / variants[0].size:.2f}x the size, {metric} {chosen.metric:.4f}, "
+                  f"{chosen.slowdown:.2f}x float32's latency)")
         else:
-            print(f"best within the tolerance: {chosen.name} (not registered: --no-register)")
+            print(f"the smallest variant {rule}: {chosen.name} (not registered: --no-register)")
     return rows
