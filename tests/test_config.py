@@ -84,6 +84,10 @@ def test_every_option_composes_validates_and_instantiates(group, option):
         ("trainer.accelerator=quantum", "trainer.accelerator"),
         ("seed=abc", "seed"),
         ("monitor_mode=up", "monitor_mode"),
+        ("data.num_workers=-1", "data.num_workers"),
+        ("data.num_workers=two", "data.num_workers"),
+        ("data.pin_memory=maybe", "data.pin_memory"),
+        ("data.persistent_workers=true", "data.persistent_workers=true needs loader workers"),
         ("tracking.experiment=''", "tracking.experiment"),
     ],
 )

@@ -45,12 +45,19 @@ def _devices(v: Any) -> bool:
     return isinstance(v, list) and len(v) > 0 and all(_is_int(d) and d >= 0 for d in v)
 
 
+# keys that a data module or optimizer of the user's may not have
+OPTIONAL = frozenset({"optimizer.weight_decay", "data.num_workers", "data.pin_memory", "data.persistent_workers"})
+
 # key -> (check, what a valid value looks like, example fix)
 RULES: dict[str, tuple[Callable[[Any], bool], str, str]] = {
     "seed": (_is_int, "an integer", "seed=0"),
     "data.batch_size": (_positive_int, "a positive integer", "data.batch_size=64"),
     "optimizer.lr": (_positive_number, "a positive number", "optimizer.lr=0.001"),
     "optimizer.weight_decay": (_non_negative_number, "a number >= 0", "optimizer.weight_decay=0"),
+    "data.num_workers": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (0: batches in the training "
+                         "process)", "data.num_workers=4"),
+    "data.pin_memory": (lambda v: isinstance(v, bool), "true or false", "data.pin_memory=true"),
+    "data.persistent_workers": (lambda v: isinstance(v, bool), "true or false", "data.persistent_workers=true"),
     "trainer.max_epochs": (_positive_int, "a positive integer", "trainer.max_epochs=10"),
     "trainer.devices": (_devices, "a positive integer, -1, 'auto' or a list of device ids",
                         "trainer.devices=1"),
@@ -80,10 +87,13 @@ def validate_train_config(cfg: DictConfig) -> None:
         except OmegaConfBaseException as exc:
             problems.append(f"{key}: cannot resolve ({exc}); set it explicitly, e.g. {fix}")
             continue
-        if value is None and key.startswith("optimizer.weight_decay"):
+        if value is None and key in OPTIONAL:
             continue
         if not check(value):
             problems.append(f"{key} must be {wanted}, got {value!r}; e.g. {fix}")
+    if OmegaConf.select(cfg, "data.persistent_workers") is True and not OmegaConf.select(cfg, "data.num_workers"):
+        problems.append("data.persistent_workers=true needs loader workers to keep; set data.num_workers=2 "
+                        "(or more), or data.persistent_workers=false")
     tracking = cfg.get("tracking")
     if isinstance(tracking, DictConfig) and tracking.get("enabled"):
         for key in ("uri", "experiment"):

@@ -63,3 +63,32 @@ def test_bad_fractions_are_rejected():
         DigitsDataModule(val_fraction=0.6, test_fraction=0.5)
     with pytest.raises(ValueError, match="batch_size"):
         DigitsDataModule(batch_size=0)
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+def test_loader_workers_give_the_batches_of_the_training_process(persistent):
+    """num_workers / pin_memory / persistent_workers: the same batches, in the same order,
+    every epoch (each pass reshuffled with seed + pass number)."""
+    plain = DigitsDataModule(batch_size=100, seed=3)
+    loaded = DigitsDataModule(batch_size=100, seed=3, num_workers=2, pin_memory=True,
+                              persistent_workers=persistent)
+    for dm in (plain, loaded):
+        dm.setup("fit")
+    expected = [plain.train_dataloader(), plain.val_dataloader()]
+    given = [loaded.train_dataloader(), loaded.val_dataloader()]
+    assert isinstance(given[0], torch.utils.data.DataLoader) and given[0].num_workers == 2
+    assert given[0].persistent_workers is persistent
+    for ours, theirs in zip(expected, given):
+        assert len(ours) == len(theirs)
+        for _ in range(2):  # two epochs: reshuffled alike
+            pairs = list(zip(ours, theirs, strict=True))
+            assert pairs and all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in pairs)
+    first, second = ([y for _, y in given[0]] for _ in range(2))
+    assert not all(torch.equal(a, b) for a, b in zip(first, second))  # epochs differ
+
+
+def test_persistent_workers_without_workers_is_refused():
+    with pytest.raises(ValueError, match="persistent_workers=True needs num_workers >= 1"):
+        DigitsDataModule(persistent_workers=True)
+    with pytest.raises(ValueError, match="num_workers must be an int >= 0"):
+        DigitsDataModule(num_workers=-2)

@@ -34,6 +34,7 @@ def test_mlflow_run_holds_params_metrics_artifacts_and_tags(make_cfg, tmp_path, 
     assert params["optimizer.lr"] == "0.003" and params["data.batch_size"] == "32"
     assert params["model.channels"] == "[32, 64]" and params["model"] == "cnn"
     assert params["trainer.max_epochs"] == "3" and int(params["model.num_parameters"]) > 1000
+    assert params["data.num_workers"] == "0" and params["data.pin_memory"] == "False"
     assert not any(k.endswith("_target_") for k in params)
     for key in ("train/loss", "val/loss", "val/acc"):
         history = client.get_metric_history(result.run_id, key)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import numbers
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -45,11 +46,11 @@ class TensorBatches:
         self.seed = seed
         self._passes = 0
 
-    def _indices(self) -> torch.Tensor:
+    def indices(self, passes: int, rank: int, world: int) -> torch.Tensor:
+        """The samples of pass ``passes`` on ``rank`` of ``world``, in order."""
         n = len(self.x)
-        rank, world = _rank_and_world()
         if self.shuffle:
-            gen = torch.Generator().manual_seed(self.seed + self._passes)
+            gen = torch.Generator().manual_seed(self.seed + passes)
             order = torch.randperm(n, generator=gen)
             per_rank = -(-n // world)
             if per_rank * world > n:
@@ -57,22 +58,76 @@ class TensorBatches:
             return order[rank::world]
         return torch.arange(rank, n, world)
 
-    def __len__(self) -> int:
-        rank, world = _rank_and_world()
+    def count(self, rank: int, world: int) -> int:
+        """Batches per pass on ``rank`` of ``world``."""
         n = len(self.x)
         per_rank = -(-n // world) if self.shuffle else len(range(rank, n, world))
         return (per_rank + self.batch_size - 1) // self.batch_size
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        idx = self._indices()
-        self._passes += 1
+    def __len__(self) -> int:
+        return self.count(*_rank_and_world())
+
+    def batch(self, idx: torch.Tensor, number: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch ``number`` of a pass over ``idx``."""
+        start = number * self.batch_size
         if not self.shuffle and len(idx) == len(self.x):
-            for start in range(0, len(idx), self.batch_size):
-                yield self.x[start : start + self.batch_size], self.y[start : start + self.batch_size]
-            return
-        for start in range(0, len(idx), self.batch_size):
-            b = idx[start : start + self.batch_size]
-            yield self.x[b], self.y[b]
+            return self.x[start : start + self.batch_size], self.y[start : start + self.batch_size]
+        b = idx[start : start + self.batch_size]
+        return self.x[b], self.y[b]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        rank, world = _rank_and_world()
+        idx = self.indices(self._passes, rank, world)
+        self._passes += 1
+        for number in range(self.count(rank, world)):
+            yield self.batch(idx, number)
+
+    def loader(self, num_workers: int, pin_memory: bool, persistent_workers: bool) -> Any:
+        """These batches through a torch ``DataLoader``: cut in ``num_workers`` worker
+        processes and/or copied into pinned memory (for fast, asynchronous copies to a GPU),
+        in the same order as iterating this object."""
+        from torch.utils.data import DataLoader
+
+        return DataLoader(
+            _Batch(self), sampler=_Passes(self), batch_size=None, num_workers=num_workers,
+            pin_memory=pin_memory, persistent_workers=persistent_workers and num_workers > 0,
+        )  # fmt: skip
+
+
+class _Passes(torch.utils.data.Sampler[tuple[int, int, int, int]]):
+    """The keys of one pass's batches, drawn in the training process: ``(pass, rank,
+    world, batch number)``, so that worker processes (which see no process group and
+    keep no count of passes) cut exactly the batches iterating :class:`TensorBatches`
+    would give."""
+
+    def __init__(self, batches: TensorBatches) -> None:
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[tuple[int, int, int, int]]:
+        # a generator: the pass is counted when its first key is drawn (a DataLoader with
+        # workers calls iter() twice before it draws any)
+        rank, world = _rank_and_world()
+        passes = self.batches._passes
+        self.batches._passes += 1
+        for number in range(self.batches.count(rank, world)):
+            yield passes, rank, world, number
+
+
+class _Batch(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """Batches of a :class:`TensorBatches` by key (see :class:`_Passes`)."""
+
+    def __init__(self, batches: TensorBatches) -> None:
+        self.batches = batches
+        self._order: tuple[tuple[int, int, int], torch.Tensor] | None = None
+
+    def __getitem__(self, key: tuple[int, int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        passes, rank, world, number = key
+        if self._order is None or self._order[0] != (passes, rank, world):
+            self._order = ((passes, rank, world), self.batches.indices(passes, rank, world))
+        return self.batches.batch(self._order[1], number)
 
 
 class InMemoryDataModule(pl.LightningDataModule):
@@ -87,15 +142,23 @@ class InMemoryDataModule(pl.LightningDataModule):
 
     input_shape: tuple[int, ...]
 
-    def __init__(self, batch_size: int = 64, eval_batch_size: int = 1024, seed: int = 0) -> None:
+    def __init__(self, batch_size: int = 64, eval_batch_size: int = 1024, seed: int = 0, num_workers: int = 0,
+                 pin_memory: bool = False, persistent_workers: bool = False) -> None:
         super().__init__()
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if int(eval_batch_size) < 1:
             raise ValueError(f"eval_batch_size must be >= 1, got {eval_batch_size}")
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+            raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}")
+        if persistent_workers and not num_workers:
+            raise ValueError("persistent_workers=True needs num_workers >= 1")
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size)
         self.seed = int(seed)
+        self.num_workers = int(num_workers)
+        self.pin_memory = bool(pin_memory)
+        self.persistent_workers = bool(persistent_workers)
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.fold: tuple[int, int] | None = None  # (index, folds) while a fold is set
         self._unfolded: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
@@ -171,20 +234,26 @@ class InMemoryDataModule(pl.LightningDataModule):
 
     # -- batches ----------------------------------------------------------------------
 
-    def _batches(self, split: str, train: bool) -> TensorBatches:
+    def _batches(self, split: str, train: bool) -> Any:
+        """The split's batches: a :class:`TensorBatches` (cut in this process, the fastest
+        for data in memory), or a ``DataLoader`` over it with ``num_workers`` or
+        ``pin_memory`` set."""
         self.setup()
         x, y = self.splits[split]
         size = self.batch_size if train else self.eval_batch_size
-        return TensorBatches(x, y, size, shuffle=train, seed=self.seed)
+        batches = TensorBatches(x, y, size, shuffle=train, seed=self.seed)
+        if self.num_workers or self.pin_memory:
+            return batches.loader(self.num_workers, self.pin_memory, self.persistent_workers)
+        return batches
 
-    def train_dataloader(self) -> TensorBatches:
+    def train_dataloader(self) -> Any:
         return self._batches("train", train=True)
 
-    def val_dataloader(self) -> TensorBatches:
+    def val_dataloader(self) -> Any:
         return self._batches("val", train=False)
 
-    def test_dataloader(self) -> TensorBatches:
+    def test_dataloader(self) -> Any:
         return self._batches("test", train=False)
 
-    def predict_dataloader(self) -> TensorBatches:
+    def predict_dataloader(self) -> Any:
         return self._batches("test", train=False)

@@ -47,6 +47,9 @@ class ArrayDataModule(InMemoryDataModule):
         seed: seeds the split, the folds and the shuffling.
         eval_batch_size: batch size for validation and test.
         standardize: standardise ``x`` (set False for data already scaled).
+        num_workers: loader processes that cut batches (0: in the training process).
+        pin_memory: batches in pinned memory, for fast asynchronous copies to a GPU.
+        persistent_workers: keep the loader processes between epochs (needs num_workers >= 1).
     """
 
     task: ClassVar[str] = "classification"
@@ -60,8 +63,12 @@ class ArrayDataModule(InMemoryDataModule):
         seed: int = 0,
         eval_batch_size: int = 1024,
         standardize: bool = True,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
     ) -> None:
-        super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed)
+        super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed,
+                         num_workers=num_workers, pin_memory=pin_memory, persistent_workers=persistent_workers)
         if self.task not in TASKS:
             raise ValueError(
                 f"{type(self).__name__}.task must be one of {', '.join(TASKS)}, got {self.task!r}"

@@ -21,6 +21,9 @@ class DiabetesDataModule(ArrayDataModule):
         test_fraction: share of all samples held out for testing.
         seed: seeds the split and the shuffling.
         eval_batch_size: batch size for validation and test.
+        num_workers: loader processes that cut batches (0: in the training process).
+        pin_memory: batches in pinned memory, for fast asynchronous copies to a GPU.
+        persistent_workers: keep the loader processes between epochs (needs num_workers >= 1).
     """
 
     task = "regression"
@@ -32,6 +35,9 @@ class DiabetesDataModule(ArrayDataModule):
         test_fraction: float = 0.15,
         seed: int = 0,
         eval_batch_size: int = 1024,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
     ) -> None:
         super().__init__(
             batch_size=batch_size,
@@ -39,6 +45,9 @@ class DiabetesDataModule(ArrayDataModule):
             test_fraction=test_fraction,
             seed=seed,
             eval_batch_size=eval_batch_size,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            persistent_workers=persistent_workers,
         )
 
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:

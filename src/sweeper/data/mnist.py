@@ -40,6 +40,9 @@ class MNISTDataModule(InMemoryDataModule):
         seed: seeds the split and the shuffling.
         eval_batch_size: batch size for validation and test.
         limit_train: keep only the first N training images (0 keeps all), for quick runs.
+        num_workers: loader processes that cut batches (0: in the training process).
+        pin_memory: batches in pinned memory, for fast asynchronous copies to a GPU.
+        persistent_workers: keep the loader processes between epochs (needs num_workers >= 1).
     """
 
     input_shape = (1, 28, 28)
@@ -60,8 +63,12 @@ class MNISTDataModule(InMemoryDataModule):
         seed: int = 0,
         eval_batch_size: int = 2048,
         limit_train: int = 0,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
     ) -> None:
-        super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed)
+        super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed,
+                         num_workers=num_workers, pin_memory=pin_memory, persistent_workers=persistent_workers)
         self.root = Path(root)
         self.val_size = val_size
         self.download = download

@@ -79,7 +79,8 @@ def _apply(cfg: Any, overrides: Sequence[str], config_dirs: Sequence[Path] = ())
 
 
 # Data keys that change how a split is read, not which samples it holds.
-SPLIT_NEUTRAL_KEYS = ("batch_size", "eval_batch_size", "num_workers", "root", "path", "download")
+SPLIT_NEUTRAL_KEYS = ("batch_size", "eval_batch_size", "num_workers", "pin_memory", "persistent_workers", "root",
+                      "path", "download")
 
 
 def check_same_split(trained: dict[str, Any], evaluated: dict[str, Any]) -> None:

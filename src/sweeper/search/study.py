@@ -20,7 +20,8 @@ RUN_ONLY_KEYS = (
     "tracking", "progress_bar", "test", "checkpoint", "trusted_modules",
     "trainer.accelerator", "trainer.devices", "trainer.strategy", "trainer.num_nodes",
     "trainer.log_every_n_steps", "trainer.enable_progress_bar", "trainer.benchmark",
-    "data.num_workers", "data.eval_batch_size", "data.root", "data.path", "data.download",
+    "data.num_workers", "data.pin_memory", "data.persistent_workers",
+    "data.eval_batch_size", "data.root", "data.path", "data.download",
 )  # fmt: skip
 
 
