@@ -64,8 +64,8 @@ HOS_REFUSAL = (
     "sweeper plugin; in that file drop the defaults line and `hydra.mode`, and write "
     "hydra.sweeper.params as search.params, optimized_metric as search.metric, "
     "hydra.sweeper.direction/n_trials/study_name/storage as search.direction/n_trials/"
-    "study_name/storage, and the sampler as search/sampler=tpe (README 'Coming from "
-    "lightning-hydra-template')"
+    "study_name/storage, and the sampler as search/sampler=tpe, or run the file as "
+    "`sweeper sweep hparams_search=NAME` (README 'Coming from lightning-hydra-template')"
 )
 
 
@@ -380,12 +380,29 @@ _GROUP_ALIAS = re.compile(r"^search\.(sampler|pruner|params|launcher)=([A-Za-z0-
 _sweep_argv: list[str] = []  # the command's own arguments: what a launcher's jobs run again
 
 
+def _hparams_search(argv: list[str]) -> list[str]:
+    """``hparams_search=NAME`` (a Hydra Optuna sweeper file in the config folder) as
+    sweeper's overrides, printed."""
+    from pathlib import Path
+
+    from sweeper.hparams_search import translate
+    from sweeper.paths import project_config_dir
+
+    given = _given_config_dir(argv)
+    folder = Path(given) if given else project_config_dir()
+    argv, note = translate(argv, folder)
+    if note:
+        print(note, file=sys.stderr, flush=True)  # stdout stays the sweep's own (or --cfg's YAML)
+    return argv
+
+
 def cmd_sweep(argv: Sequence[str]) -> int:
     from sweeper import signals
 
     signals.install()  # SIGTERM from a scheduler ends the sweep as Ctrl-C does (exit 143)
     # `search.sampler=random` reads naturally but names a config group (search/sampler).
     argv = [_GROUP_ALIAS.sub(r"search/\1=\2", arg) for arg in argv]
+    argv = _hparams_search(argv)
     _sweep_argv[:] = with_config_dir(argv)
     return run_hydra("sweep", "sweep", _sweep_task, argv)
 
