@@ -136,7 +136,7 @@ def test_what_has_no_equivalent_is_refused_in_one_line(project, extra, message):
     data = yaml.safe_load(DIGITS)
     data["hydra"]["sweeper"].update(extra)
     path.write_text(yaml.safe_dump(data))
-    with pytest.raises(ConfigError, match="odd.yaml") as info:
+    with pytest.raises(ConfigError, match=r"odd\.yaml") as info:
         translate_file(path)
     assert message in str(info.value)
 
