@@ -211,6 +211,7 @@ sweeper {command} takes Hydra's command line (Hydra 1.3, https://hydra.cc):
   --config-dir, -cd DIR your config folder, searched before the shipped one
   --config-path, -cp DIR and --config-name, -cn NAME   another primary config
   --multirun, -m        sweeper train only: one run per comma-separated value
+  --dry-run             sweeper sweep only: every check, then the plan; creates nothing
   KEY=VALUE  GROUP=OPTION  +KEY=VALUE (add)  ~KEY (delete)   overrides
 """
 
@@ -331,12 +332,12 @@ def _remove_if_unused(output_dir: str) -> None:
     from pathlib import Path
 
     folder = Path(output_dir).resolve()
-    if not folder.is_dir() or str(folder) in _folders_before:
+    cwd = Path.cwd().resolve()
+    if not folder.is_dir() or str(folder) in _folders_before or folder == cwd or folder in cwd.parents:
         return
     if any(p.name not in (".hydra", "config.yaml") and p.suffix != ".log" for p in folder.iterdir()):
         return
     shutil.rmtree(folder, ignore_errors=True)
-    cwd = Path.cwd().resolve()
     parent = folder.parent
     while parent != cwd and cwd in parent.parents and str(parent) not in _folders_before:
         try:
@@ -368,7 +369,9 @@ def _sweep_task(cfg: Any) -> int:
 
     sources = current_sources()
     check_shadowing(sources)
-    code = run_sweep(cfg, choices, list(hc.overrides.task), sources, _sweep_argv)
+    code = run_sweep(cfg, choices, list(hc.overrides.task), sources, _sweep_argv, dry_run=_dry_run[0])
+    if _dry_run[0]:
+        _leave_no_folder()  # not even Hydra's run folder and its log: a dry run creates nothing
     if code:
         raise SystemExit(code)
     return code
@@ -378,6 +381,7 @@ _GROUP_ALIAS = re.compile(r"^search\.(sampler|pruner|params|launcher)=([A-Za-z0-
 
 
 _sweep_argv: list[str] = []  # the command's own arguments: what a launcher's jobs run again
+_dry_run = [False]  # `sweeper sweep --dry-run`: check and print the plan, create nothing
 
 
 def _hparams_search(argv: list[str]) -> list[str]:
@@ -401,7 +405,8 @@ def cmd_sweep(argv: Sequence[str]) -> int:
 
     signals.install()  # SIGTERM from a scheduler ends the sweep as Ctrl-C does (exit 143)
     # `search.sampler=random` reads naturally but names a config group (search/sampler).
-    argv = [_GROUP_ALIAS.sub(r"search/\1=\2", arg) for arg in argv]
+    _dry_run[0] = "--dry-run" in argv
+    argv = [_GROUP_ALIAS.sub(r"search/\1=\2", arg) for arg in argv if arg != "--dry-run"]
     argv = _hparams_search(argv)
     _sweep_argv[:] = with_config_dir(argv)
     return run_hydra("sweep", "sweep", _sweep_task, argv)

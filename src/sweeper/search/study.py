@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from pathlib import Path
 from typing import Any
 
 from sweeper.errors import ConfigError
@@ -75,25 +76,14 @@ def _find_study(storage: Any, name: str) -> bool:
     return True
 
 
-def open_study(settings: SearchSettings, storage: Any, space: SearchSpace,
-               config: dict[str, Any] | None = None) -> Any:
-    """Create the study, or load it and refuse what would make its trials incomparable:
-    other directions, space, metric, folds, or ``config`` (:func:`study_config`) than
-    it was created with (``search.force=true`` resumes anyway, except for directions).
-
-    Loading writes nothing unless something changed: a finished study re-run stays as it
-    was in its store. A study that holds no trial yet (a command refused after creating
-    it) takes the new command's definition."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if _find_study(storage, settings.study_name):
-        study = optuna.load_study(study_name=settings.study_name, storage=storage)
-    else:  # another machine may create it at the same instant: then this loads it
-        study = optuna.create_study(study_name=settings.study_name, storage=storage,
-                                    directions=list(settings.directions), load_if_exists=True)
+def check_resumable(study: Any, settings: SearchSettings, space: SearchSpace,
+                    config: dict[str, Any] | None = None) -> bool:
+    """Refuse (ConfigError) resuming ``study`` with these settings when its trials would
+    not be comparable; writes nothing. False when its directions differ and it holds no
+    trial yet (it is then made again)."""
     stored_directions = [d.name.lower() for d in study.directions]
     empty = not study.get_trials(deepcopy=False)
+    directions_match = True
     if stored_directions != list(settings.directions):
         if not empty:
             raise ConfigError(
@@ -101,10 +91,7 @@ def open_study(settings: SearchSettings, storage: Any, space: SearchSpace,
                 f"{stored_directions}, not {list(settings.directions)}; directions cannot change, "
                 "start a new study with search.study_name=<new name>"
             )
-        # no trial was ever run: the study is made again with this command's directions
-        optuna.delete_study(study_name=settings.study_name, storage=storage)
-        study = optuna.create_study(study_name=settings.study_name, storage=storage,
-                                    directions=list(settings.directions), load_if_exists=True)
+        directions_match = False
     attrs = study.user_attrs
     signature = space.signature()
     if SPACE_ATTR in attrs and not settings.force and not empty:
@@ -139,6 +126,65 @@ def open_study(settings: SearchSettings, storage: Any, space: SearchSpace,
                 "study with search.study_name=<new name>, undo the change, or resume anyway "
                 "with search.force=true"
             )
+    return directions_match
+
+
+def peek_study(url: str, name: str) -> Any:
+    """Study ``name`` in the storage at ``url`` when both are there already, else None;
+    nothing is created or repaired (a dry run reads the store as it is)."""
+    import optuna
+
+    from sweeper.search.storage import JOURNAL_PREFIX
+    from sweeper.tracking.stores import driver_url
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if url.startswith(JOURNAL_PREFIX) or url.endswith(".journal"):
+        path = Path(url[len(JOURNAL_PREFIX) - 1:] if url.startswith(JOURNAL_PREFIX) else url)
+        if not path.is_file():
+            return None
+        from optuna.storages.journal import JournalFileBackend
+
+        storage: Any = optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    else:
+        import sqlalchemy
+
+        real = driver_url(url, "search.storage")
+        engine = sqlalchemy.create_engine(real)
+        try:
+            if not sqlalchemy.inspect(engine).has_table("studies"):
+                return None
+        finally:
+            engine.dispose()
+        storage = optuna.storages.RDBStorage(real, skip_table_creation=True)
+    if not _find_study(storage, name):
+        return None
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def open_study(settings: SearchSettings, storage: Any, space: SearchSpace,
+               config: dict[str, Any] | None = None) -> Any:
+    """Create the study, or load it and refuse what would make its trials incomparable:
+    other directions, space, metric, folds, or ``config`` (:func:`study_config`) than
+    it was created with (``search.force=true`` resumes anyway, except for directions).
+
+    Loading writes nothing unless something changed: a finished study re-run stays as it
+    was in its store. A study that holds no trial yet (a command refused after creating
+    it) takes the new command's definition."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if _find_study(storage, settings.study_name):
+        study = optuna.load_study(study_name=settings.study_name, storage=storage)
+    else:  # another machine may create it at the same instant: then this loads it
+        study = optuna.create_study(study_name=settings.study_name, storage=storage,
+                                    directions=list(settings.directions), load_if_exists=True)
+    if not check_resumable(study, settings, space, config):
+        # no trial was ever run: the study is made again with this command's directions
+        optuna.delete_study(study_name=settings.study_name, storage=storage)
+        study = optuna.create_study(study_name=settings.study_name, storage=storage,
+                                    directions=list(settings.directions), load_if_exists=True)
+    attrs = study.user_attrs
+    signature = space.signature()
     wanted: dict[str, Any] = {SPACE_ATTR: signature, METRICS_ATTR: list(settings.metrics), CV_ATTR: settings.cv_folds}
     if config is not None:
         wanted[CONFIG_ATTR] = config

@@ -21,20 +21,17 @@ from typing import Any
 from omegaconf import DictConfig, open_dict
 
 from sweeper.composition import without_searchpath
-from sweeper.config import composed_form, redacted, validate_train_config, without_password
-from sweeper.errors import ConfigError, SweeperError
-from sweeper.search.control import enqueue_points, start_points, stop_reason
-from sweeper.search.distinct import space_size
+from sweeper.config import composed_form, redacted, without_password
+from sweeper.errors import SweeperError
+from sweeper.search.checks import check_stores, checked
+from sweeper.search.control import enqueue_points, stop_reason
 from sweeper.search.finish import finish, report_finished
 from sweeper.search.launch import trial_devices
 from sweeper.search.plan import SweepPlan
-from sweeper.search.preflight import check_trials
 from sweeper.search.processes import WorkerPool, worker_envs, worker_threads
 from sweeper.search.records import FINISHED_ATTR, FINISHED_DONE_ATTR, TARGET_ATTR, study_folder
 from sweeper.search.report import Progress, say
-from sweeper.search.samplers import build_pruner, build_sampler
 from sweeper.search.settings import SearchSettings, parse_settings
-from sweeper.search.space import parse_space
 from sweeper.search.storage import default_storage, open_storage, study_lock
 from sweeper.search.study import open_study, parent_run, study_config
 from sweeper.search.trials import (
@@ -44,7 +41,7 @@ from sweeper.search.trials import (
     recover_stale,
 )
 from sweeper.signals import EXIT_CTRL_C, EXIT_SIGTERM, interrupt_reason, terminated
-from sweeper.tracking.stores import check_store, store_exists
+from sweeper.tracking.stores import store_exists
 
 log = logging.getLogger(__name__)
 
@@ -90,21 +87,12 @@ def _ended(code: int) -> str:
     return f"exit code {code}"
 
 
-def check_tracking(uri: str) -> None:
-    """The tracking store answers, checked without creating anything in it."""
-    from sweeper.tracking.mlflow import check_server
-
-    if uri.startswith(("http://", "https://")):
-        check_server(uri)
-    else:
-        check_store(uri, "tracking.uri", "fix tracking.uri, start the server, or turn tracking off with tracking=none")
-
-
 def run_sweep(
     cfg: DictConfig, choices: dict[str, str], overrides: list[str], sources: list[dict[str, str]],
-    argv: list[str] | None = None,
+    argv: list[str] | None = None, dry_run: bool = False,
 ) -> int:
-    """Run (or resume) the study described by a composed ``sweep.yaml`` config.
+    """Run (or resume) the study described by a composed ``sweep.yaml`` config; with
+    ``dry_run``, check it and print its plan instead (:mod:`.dry_run`), creating nothing.
 
     ``sources`` is the Hydra search path it was composed with; workers compose from it.
     The workers start first and load their libraries while the sweep is checked and
@@ -116,6 +104,10 @@ def run_sweep(
         with open_dict(cfg):
             cfg.search.study_name = choices.get("experiment") or "default"
     settings = parse_settings(cfg.search, choices, cfg.get("monitor"), cfg.get("monitor_mode"))
+    if dry_run:
+        from sweeper.search.dry_run import dry_run as plan_only
+
+        return plan_only(cfg, overrides, settings, argv or [])
     if settings.launcher.remote:
         from sweeper.search.launch import check_reachable
 
@@ -149,46 +141,12 @@ def _run_sweep(
     cfg: DictConfig, choices: dict[str, str], overrides: list[str], sources: list[dict[str, str]],
     settings: SearchSettings, pool: WorkerPool | None, threads: int, argv: list[str], early: Any = None,
 ) -> int:
-    space = parse_space(settings.params)
-    base = cfg.copy()
-    with open_dict(base):
-        base.pop("search", None)
-        base.pop("hydra", None)
-    validate_train_config(base)
-    if settings.cv_folds > 1 and settings.multi_objective:
-        raise ConfigError("search.cv.folds: cross-validation scores one metric; drop the extra "
-                          "search.metric entries or set search.cv.folds=1")
-    # a remote launcher's jobs check devices on the nodes that have them
-    check_trials(space, cfg, without_searchpath(overrides), settings, devices=pool is not None)
-    grid = space.grid() if str(cfg.search.sampler.get("_target_", "")).endswith("GridSampler") else None
-    # built once here so that a bad argument stops the sweep before anything exists
-    build_sampler(cfg.search.sampler, grid)
-    build_pruner(cfg.search.pruner)
-    points = start_points(settings, space)
-    n_trials = settings.n_trials
-    if grid is not None:
-        size = 1
-        for values in grid.values():
-            size *= len(values)
-        if size < n_trials:
-            say(f"grid has {size} points: running {size} trials, not {n_trials}")
-            n_trials = size
-    elif not settings.allow_repeats and (finite := space_size(space)) is not None and finite < n_trials:
-        say(f"the search space has {finite} points: running {finite} trials, not {n_trials} "
-            "(search.allow_repeats=true runs points again)")
-        n_trials = finite
-    if settings.multi_objective and settings.pruner_name not in ("none", "custom"):
-        say("multi-objective study: Optuna cannot prune it, so search.pruner is not used")
-
+    space, base, n_trials, points = checked(cfg, overrides, settings, devices=pool is not None)
     study_dir = study_folder(settings.study_name)
     storage_url = settings.storage or default_storage(study_dir)
     # Both stores are checked before either is written: a refused sweep leaves no folder,
     # no study and no run behind (the corrected command then starts afresh).
-    if cfg.tracking.enabled:
-        check_tracking(str(cfg.tracking.uri))
-    if settings.storage is not None:
-        check_store(storage_url, "search.storage", "check the URL and that the server is up, or leave "
-                    "search.storage unset for the embedded journal file")
+    check_stores(cfg, settings, storage_url)
     if settings.storage is None:  # the journal goes there: the folder comes first
         _writable(study_dir)
         storage = open_storage(storage_url)
