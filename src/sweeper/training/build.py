@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -68,6 +69,9 @@ def instantiate(node: DictConfig, group: str, package: str | None = None, **kwar
     except SweeperError:
         raise
     except Exception as exc:
+        named = re.match(r"(\w+) (?:must|should)\b", str(exc))
+        if named and named.group(1) in node:  # the constructor names its argument: name the key
+            raise ConfigError(f"{group}.{named.group(1)}: {_short(exc)}") from exc
         raise ConfigError(f"{group}: {type(exc).__name__}: {_short(exc)}; check the {group}.* keys") from exc
 
 
