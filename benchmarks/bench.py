@@ -147,7 +147,8 @@ def lightning_floor(cfg) -> float:
     logger, checkpoint, callbacks or sanity check. What Lightning itself costs."""
     import pytorch_lightning as pl
 
-    from sweeper.training.run import build_datamodule, build_module, quiet_lightning
+    from sweeper.training.build import build_datamodule, build_module
+    from sweeper.training.quiet import quiet_lightning
 
     quiet_lightning()
     start = time.perf_counter()

@@ -46,7 +46,7 @@ def test_compare_reads_optuna_and_mlflow_alike(recorded):
     assert from_optuna == from_mlflow
     import optuna
 
-    from sweeper.search.report import trials_table
+    from sweeper.search.progress import trials_table
 
     journal = recorded / "outputs" / "sweeps" / "alpha" / "optuna.journal"
     study = optuna.load_study(study_name="alpha", storage=optuna.storages.JournalStorage(

@@ -539,7 +539,7 @@ def cmd_logs(argv: Sequence[str]) -> int:
                       "the array id for all its tasks)")
     _tracking_args(parser)
     args = parser.parse_args(argv)
-    from sweeper.reports.logs import job_log, job_logs, trial_log
+    from sweeper.search.logs import job_log, job_logs, trial_log
 
     if args.jobs:
         for job, out, exists in job_logs(args.study):

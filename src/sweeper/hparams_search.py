@@ -60,7 +60,7 @@ def _sampler_options() -> dict[str, str]:
 
     from sweeper.paths import conf_dir
 
-    options = {}
+    options: dict[str, str] = {}
     for path in sorted((conf_dir() / "search" / "sampler").glob("*.yaml")):
         target = (yaml.safe_load(path.read_text()) or {}).get("_target_")
         if isinstance(target, str):

@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 from sweeper.errors import ConfigError
 from sweeper.reports.evaluate import check_same_split
 from sweeper.search.control import epochs_used, stop_reason
-from sweeper.search.report import Progress, eta_seconds
+from sweeper.search.progress import Progress, eta_seconds
 from sweeper.search.settings import SearchSettings
 from sweeper.search.space import parse_space
 from sweeper.search.study import config_changes

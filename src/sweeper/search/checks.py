@@ -14,7 +14,7 @@ from sweeper.errors import ConfigError
 from sweeper.search.control import start_points
 from sweeper.search.distinct import space_size
 from sweeper.search.preflight import check_trials
-from sweeper.search.report import say
+from sweeper.search.progress import say
 from sweeper.search.samplers import build_pruner, build_sampler
 from sweeper.search.settings import SearchSettings
 from sweeper.search.space import parse_space

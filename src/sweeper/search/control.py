@@ -8,12 +8,12 @@ coordinator, on any machine, reach the same answer from the same store.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
 from sweeper.errors import ConfigError
+from sweeper.search.records import study_folder
 from sweeper.search.settings import SearchSettings
 from sweeper.search.space import SearchSpace
 from sweeper.search.storage import default_storage, open_storage
@@ -39,7 +39,7 @@ def _best_of(settings: SearchSettings, space: SearchSpace) -> list[dict[str, Any
     assert name is not None
     url = settings.warm_start_storage or settings.storage
     if url is None:
-        journal_dir = Path.cwd() / "outputs" / "sweeps" / name
+        journal_dir = study_folder(name)
         if not (journal_dir / "optuna.journal").is_file():
             raise ConfigError(f"search.warm_start.study: no study '{name}' under {journal_dir.parent}; "
                               "name a study run from this folder, or give search.warm_start.storage")

@@ -16,10 +16,11 @@ from omegaconf import DictConfig
 
 from sweeper.config import as_dict, without_password
 from sweeper.errors import SweeperError
+from sweeper.reports.tables import table
 from sweeper.search.checks import check_stores, checked
 from sweeper.search.processes import worker_threads
+from sweeper.search.progress import say
 from sweeper.search.records import FINISHED_ATTR, study_folder
-from sweeper.search.report import say, table
 from sweeper.search.settings import SearchSettings
 from sweeper.search.storage import default_storage
 from sweeper.search.study import check_resumable, peek_study, study_config

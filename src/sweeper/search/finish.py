@@ -8,8 +8,9 @@ from typing import Any
 
 import yaml
 
+from sweeper.reports.tables import table
 from sweeper.search.plan import SweepPlan
-from sweeper.search.report import say, table, trials_table
+from sweeper.search.progress import say, trials_table
 from sweeper.search.space import SearchSpace
 from sweeper.search.storage import optuna_commands
 from sweeper.search.trials import RUN_ID_ATTR, counts

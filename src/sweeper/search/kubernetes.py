@@ -18,7 +18,7 @@ import yaml
 
 from sweeper.errors import ConfigError, SweeperError
 from sweeper.search.launch import _drop, gpus_per_node, job_argv
-from sweeper.search.report import say
+from sweeper.search.progress import say
 from sweeper.search.settings import SearchSettings
 
 STORAGE_KEY = "SWEEPER_STORAGE"

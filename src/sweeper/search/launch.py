@@ -340,7 +340,7 @@ def follow(launch: SlurmLaunch, update: Any, poll_s: float = POLL_S) -> tuple[li
     """Show progress until every job has left the queue. Ctrl-C (or SIGTERM) cancels the
     jobs; their trials end interrupted and are queued again. Returns the jobs' exit codes
     and whether it was cancelled."""
-    from sweeper.search.report import say
+    from sweeper.search.progress import say
 
     cancelled = False
     while True:

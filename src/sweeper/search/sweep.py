@@ -5,7 +5,7 @@ The story of a sweep, each step in its own module: the checks (:mod:`.settings`,
 exists; the study and its MLflow parent run are opened (:mod:`.study`), abandoned
 trials recovered (:mod:`.trials`); ``search.workers`` worker processes
 (:mod:`.processes`, :mod:`.worker`) pull trials until ``n_trials`` are finished while
-one progress line is shown (:mod:`.report`); the end of the study (:mod:`.finish`)
+one progress line is shown (:mod:`.progress`); the end of the study (:mod:`.finish`)
 reports the best trials, tests the best checkpoint and registers it.
 """
 
@@ -29,8 +29,8 @@ from sweeper.search.finish import finish, report_finished
 from sweeper.search.launch import trial_devices
 from sweeper.search.plan import SweepPlan
 from sweeper.search.processes import WorkerPool, worker_envs, worker_threads
+from sweeper.search.progress import Progress, say
 from sweeper.search.records import FINISHED_ATTR, FINISHED_DONE_ATTR, TARGET_ATTR, study_folder
-from sweeper.search.report import Progress, say
 from sweeper.search.settings import SearchSettings, parse_settings
 from sweeper.search.storage import default_storage, open_storage, study_lock
 from sweeper.search.study import open_study, parent_run, study_config

@@ -153,7 +153,7 @@ def choose(variants: list[Variant]) -> Variant | None:
 def compress_recorded(target: str, uri: str, experiment: str, sparsities: list[float], tolerance: float,
                       repeats: int, register: bool = True, max_slowdown: float = 2.0) -> list[dict[str, Any]]:
     from sweeper.reports.evaluate import recorded_model
-    from sweeper.search.report import table
+    from sweeper.reports.tables import table
     from sweeper.serving.package import register as register_variant
     from sweeper.tracking.mlflow import MlflowTracker
     from sweeper.tracking.stores import require_store

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from sweeper.config import as_dict
 from sweeper.errors import ConfigError, DataError, SweeperError
 from sweeper.lightning_packages import choose, class_path, load, package_of, rebase
+from sweeper.training.quiet import quiet_lightning
 
 
 def _short(exc: BaseException) -> str:
@@ -264,8 +265,6 @@ def preflight(cfg: DictConfig, check_batches: bool = True) -> Built:
 def check_trainer(cfg: DictConfig) -> None:
     """Build the trainer once, without starting it: an accelerator, device count or
     strategy this machine cannot run fails here."""
-    from sweeper.training.run import quiet_lightning
-
     quiet_lightning()  # no start-up banner from a trainer that never starts
     instantiate(
         cfg.trainer,

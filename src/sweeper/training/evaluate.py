@@ -10,6 +10,7 @@ from typing import Any, cast
 from omegaconf import DictConfig, OmegaConf
 
 from sweeper.errors import ConfigError
+from sweeper.training.quiet import quiet_lightning
 
 
 @dataclass
@@ -41,8 +42,6 @@ def scoring_trainer(module: Any, accelerator: str = "cpu") -> Any:
     this process: no logger, checkpoints or progress bar, and no cluster environment (a
     SLURM machine's ``srun`` hint and requeue handler are for training jobs)."""
     from sweeper.lightning_packages import PL, fabric, load, package_of
-    from sweeper.training.run import quiet_lightning
-
     quiet_lightning()
     package = package_of(module) or PL
     environment = fabric(package).plugins.environments.LightningEnvironment

@@ -13,7 +13,6 @@ import os
 import signal
 import sys
 import time
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from sweeper.lightning_packages import adopt, class_path, fabric, load, rebase
 from sweeper.paths import project_dir
 from sweeper.signals import interrupt_reason
 from sweeper.training.build import build_datamodule, build_module, instantiate, lightning_package
+from sweeper.training.quiet import quiet_lightning
 
 log = logging.getLogger(__name__)
 
@@ -35,18 +35,6 @@ log = logging.getLogger(__name__)
 # ranks, and the CLI sees this variable there and trains this exact config instead.
 DDP_CONFIG_ENV = "SWEEPER_DDP_CONFIG"
 
-_NOISY_WARNINGS = (
-    r".*does not have many workers.*",
-    r".*The number of training batches.*is smaller than the logging interval.*",
-    r".*Checkpoint directory .* exists and is not empty.*",
-    r".*that has `shuffle=True`.*",
-    r".*is an instance of `nn.Module` and is already saved.*",
-    r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",
-    # sweeper starts its own processes; on a machine with SLURM's tools installed this
-    # hint is about a command it does not run
-    r".*The `srun` command is available on your system but is not used.*",
-    r".*The dirpath has changed from.*",  # a retried trial resumes an earlier attempt's checkpoint
-)
 
 
 @dataclass
@@ -119,14 +107,6 @@ def _slurm_single_task() -> bool:
     """Inside a SLURM job step of one task (``sbatch`` + ``srun`` of one process): any
     further DDP ranks are this process's to start."""
     return os.environ.get("SLURM_NTASKS") == "1"
-
-
-def quiet_lightning() -> None:
-    """Silence Lightning's start-up banner and warnings that do not apply to our loaders."""
-    for pattern in _NOISY_WARNINGS:
-        warnings.filterwarnings("ignore", message=pattern)
-    for package in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric"):
-        logging.getLogger(f"{package}.utilities.rank_zero").setLevel(logging.WARNING)
 
 
 def _is_rank_zero() -> bool:

@@ -1,4 +1,4 @@
-"""Text output of a sweep: the live progress line and the tables at the end."""
+"""Text output of a sweep: its report lines, the live progress line and the trials table."""
 
 from __future__ import annotations
 
@@ -7,32 +7,13 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from sweeper.reports.tables import table
 from sweeper.search.trials import counts, trial_duration
 
 
 def say(message: str) -> None:
     """A line of the sweep's report on stdout, at once."""
     print(message, flush=True)
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A plain fixed-width table."""
-    cells = [[_fmt(v) for v in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
-    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
-    out = [line, "  ".join("-" * w for w in widths)]
-    out += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
-    return "\n".join(out)
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
-            return f"{value:.3g}"
-        return f"{value:.4f}"
-    return str(value)
 
 
 def _duration(seconds: float, tenths: bool = False) -> str:
