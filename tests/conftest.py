@@ -124,3 +124,15 @@ def postgres_server():
     server = postgres.PostgresServer()
     yield server
     server.stop()
+
+
+# Markers that imply a real process, server or cluster: such a test is an integration
+# test whatever its author marked, so `-m "not integration"` (the fast stage) never runs it.
+_IMPLY_INTEGRATION = ("slow", "ddp", "postgres", "slurm", "browser")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if any(item.get_closest_marker(name) for name in _IMPLY_INTEGRATION) \
+                and item.get_closest_marker("integration") is None:
+            item.add_marker(pytest.mark.integration)
