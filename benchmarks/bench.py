@@ -428,6 +428,41 @@ def bench_startup(args: argparse.Namespace) -> None:
             statistics.median(done)]])
 
 
+REFUSALS = [
+    ("settings", ["search.n_trials=0"]),
+    ("settings (data key)", ["data.batch_size=64.5"]),
+    ("search space", ["+search.params.model.dropout={type: float, low: 0.0, high: 1.5}", "model=mlp"]),
+    ("storage URL", ["search.storage=nonsense"]),
+    ("PostgreSQL refusing connections", ["search.storage=postgresql://u:p@127.0.0.1:9/db"]),
+    ("tracking server down", ["tracking.uri=http://127.0.0.1:9"]),
+    ("config folder missing", ["-cd", "/nonexistent/conf"]),
+    ("YAML syntax error", ["data=broken"]),
+    ("model building (RNN cell)", ["model=rnn", "model.cell=transformer"]),
+]
+
+
+def bench_refusals(args: argparse.Namespace) -> None:
+    """Seconds from the command to its one-line error, and whether torch was imported."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        cwd = Path(tmp)
+        (cwd / "conf" / "data").mkdir(parents=True)
+        (cwd / "conf" / "data" / "broken.yaml").write_text("_target_: x.Y\nbatch_size: [32\n")
+        for label, extra in REFUSALS:
+            times, lines = [], ""
+            for _ in range(args.repeats):
+                t = time.perf_counter()
+                out = subprocess.run([*ENTRY_POINT, "sweep", *extra], cwd=cwd, capture_output=True, text=True)
+                times.append(time.perf_counter() - t)
+                lines = out.stderr.strip().splitlines()[-1][:70] if out.stderr.strip() else f"exit {out.returncode}"
+            traced = subprocess.run([*ENTRY_POINT, "sweep", *extra], cwd=cwd, capture_output=True, text=True,
+                                    env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"})
+            torch = any(line.rstrip().endswith("| torch") for line in traced.stderr.splitlines())
+            rows.append([label, statistics.median(times), "yes" if torch else "no", lines])
+    table(f"Refusals: command to one-line error (seconds, median of {args.repeats})",
+          ["error", "seconds", "imports torch", "message"], rows)
+
+
 # ----------------------------------------------------------------------- scale
 
 
@@ -594,7 +629,8 @@ def bench_launch(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("which", nargs="*", default=["startup", "overhead", "workers", "pruning"],
-                        choices=["startup", "overhead", "workers", "pruning", "threads", "scale", "launch"])
+                        choices=["startup", "refusals", "overhead", "workers", "pruning", "threads", "scale",
+                                 "launch"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=5, help="epochs per overhead run")
     parser.add_argument("--seeds", type=int, default=5, help="seeds per pruner (pruning payoff)")

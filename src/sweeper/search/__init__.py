@@ -28,7 +28,8 @@ _PUBLIC = {
     "sweeps_dir": "sweeper.search.records",
 }
 
-__all__ = sorted(_PUBLIC)
+__all__ = ["SearchSettings", "SearchSpace", "StudyRecord", "load_record", "parse_settings", "parse_space",
+           "run_sweep", "study_folder", "sweeps_dir"]
 
 
 def __getattr__(name: str) -> Any:

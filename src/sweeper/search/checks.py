@@ -15,9 +15,11 @@ from sweeper.search.control import start_points
 from sweeper.search.distinct import space_size
 from sweeper.search.preflight import check_trials
 from sweeper.search.progress import say
+from sweeper.search.records import study_folder
 from sweeper.search.samplers import build_pruner, build_sampler
 from sweeper.search.settings import SearchSettings
 from sweeper.search.space import parse_space
+from sweeper.search.storage import check_storage_url, default_storage
 from sweeper.tracking.stores import check_store
 
 
@@ -31,11 +33,15 @@ def check_tracking(uri: str) -> None:
         check_store(uri, "tracking.uri", "fix tracking.uri, start the server, or turn tracking off with tracking=none")
 
 
-def checked(cfg: DictConfig, overrides: list[str], settings: SearchSettings,
-             devices: bool) -> tuple[Any, DictConfig, int, list[Any]]:
-    """Every check of the sweep's settings, space, config and trials, before anything
-    exists: the space, the base config (no search, no hydra), the trials to run and the
-    start points."""
+def storage_url(settings: SearchSettings) -> str:
+    """The study's Optuna storage: ``search.storage``, else its journal file."""
+    return settings.storage or default_storage(study_folder(settings.study_name))
+
+
+def check_basics(cfg: DictConfig, settings: SearchSettings) -> tuple[Any, DictConfig]:
+    """The checks that need no model, torch or Lightning, made first so that their errors
+    come in about a second: the space, the training config, and both stores answering.
+    Returns the space and the base config (no search, no hydra)."""
     space = parse_space(settings.params)
     base = cfg.copy()
     with open_dict(base):
@@ -45,6 +51,16 @@ def checked(cfg: DictConfig, overrides: list[str], settings: SearchSettings,
     if settings.cv_folds > 1 and settings.multi_objective:
         raise ConfigError("search.cv.folds: cross-validation scores one metric; drop the extra "
                           "search.metric entries or set search.cv.folds=1")
+    check_stores(cfg, settings, storage_url(settings))
+    return space, base
+
+
+def checked(cfg: DictConfig, overrides: list[str], settings: SearchSettings,
+            devices: bool) -> tuple[Any, DictConfig, int, list[Any]]:
+    """Every check of the sweep's settings, space, config, stores and trials, before
+    anything exists: the space, the base config (no search, no hydra), the trials to run
+    and the start points."""
+    space, base = check_basics(cfg, settings)
     # a remote launcher's jobs check devices on the nodes that have them
     check_trials(space, cfg, without_searchpath(overrides), settings, devices=devices)
     grid = space.grid() if str(cfg.search.sampler.get("_target_", "")).endswith("GridSampler") else None
@@ -74,5 +90,6 @@ def check_stores(cfg: DictConfig, settings: SearchSettings, storage_url: str) ->
     if cfg.tracking.enabled:
         check_tracking(str(cfg.tracking.uri))
     if settings.storage is not None:
+        check_storage_url(storage_url)
         check_store(storage_url, "search.storage", "check the URL and that the server is up, or leave "
                     "search.storage unset for the embedded journal file")

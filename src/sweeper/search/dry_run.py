@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from sweeper.config import as_dict, without_password
 from sweeper.errors import SweeperError
 from sweeper.reports.tables import table
-from sweeper.search.checks import check_stores, checked
+from sweeper.search.checks import checked
 from sweeper.search.processes import worker_threads
 from sweeper.search.progress import say
 from sweeper.search.records import FINISHED_ATTR, study_folder
@@ -54,7 +54,6 @@ def dry_run(cfg: DictConfig, overrides: list[str], settings: SearchSettings, arg
     space, base, n_trials, points = checked(cfg, overrides, settings, devices=not settings.launcher.remote)
     study_dir = study_folder(settings.study_name)
     storage_url = settings.storage or default_storage(study_dir)
-    check_stores(cfg, settings, storage_url)
     if settings.storage is None:
         _writable_at(study_dir)
     existing = peek_study(storage_url, settings.study_name)

@@ -48,6 +48,15 @@ def study_lock(url: str, study_name: str) -> Any:
     return held(url, f"sweeper.study.{study_name}")
 
 
+def check_storage_url(url: str) -> None:
+    """Refuse what is neither a journal file nor a database URL (no import, no I/O)."""
+    if not (url.startswith(JOURNAL_PREFIX) or url.endswith(".journal") or "://" in url):
+        raise ConfigError(
+            f"search.storage: {url!r} is not a storage URL; use e.g. "
+            "postgresql://user:password@host/db, sqlite:///optuna.db or a .journal file path"
+        )
+
+
 def open_storage(url: str) -> Any:
     """An Optuna storage for ``url``.
 
@@ -72,11 +81,7 @@ def open_storage(url: str) -> Any:
             lock.release()
         backend = JournalFileBackend(str(path), lock_obj=lock)
         return optuna.storages.JournalStorage(backend)
-    if "://" not in url:
-        raise ConfigError(
-            f"search.storage: {url!r} is not a storage URL; use e.g. "
-            "postgresql://user:password@host/db, sqlite:///optuna.db or a .journal file path"
-        )
+    check_storage_url(url)
     real = driver_url(url, "search.storage")
     if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).parent.is_dir():
         folder = Path(url[len("sqlite:///"):]).parent

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, open_dict
 from sweeper.composition import without_searchpath
 from sweeper.config import composed_form, redacted, without_password
 from sweeper.errors import SweeperError
-from sweeper.search.checks import check_stores, checked
+from sweeper.search.checks import check_basics, checked
 from sweeper.search.control import enqueue_points, stop_reason
 from sweeper.search.finish import finish, report_finished
 from sweeper.search.launch import trial_devices
@@ -108,6 +108,8 @@ def run_sweep(
         from sweeper.search.dry_run import dry_run as plan_only
 
         return plan_only(cfg, overrides, settings, argv or [])
+    # what needs no model is refused before any worker, job or import of torch starts
+    check_basics(cfg, settings)
     if settings.launcher.remote:
         from sweeper.search.launch import check_reachable
 
@@ -144,9 +146,8 @@ def _run_sweep(
     space, base, n_trials, points = checked(cfg, overrides, settings, devices=pool is not None)
     study_dir = study_folder(settings.study_name)
     storage_url = settings.storage or default_storage(study_dir)
-    # Both stores are checked before either is written: a refused sweep leaves no folder,
-    # no study and no run behind (the corrected command then starts afresh).
-    check_stores(cfg, settings, storage_url)
+    # Both stores were checked (check_basics) before either is written: a refused sweep
+    # leaves no folder, no study and no run behind (the corrected command then starts afresh).
     if settings.storage is None:  # the journal goes there: the folder comes first
         _writable(study_dir)
         storage = open_storage(storage_url)
