@@ -342,43 +342,91 @@ def _study(cwd: Path, name: str):
     return optuna.load_study(study_name=name, storage=storage)
 
 
+# pruner contenders: the shipped options, and variants given as overrides
+PRUNERS: dict[str, list[str]] = {
+    "none": ["search/pruner=none"],
+    "median": ["search/pruner=median"],
+    "median (warm-up 1)": ["search/pruner=median", "search.pruner.n_warmup_steps=1"],
+    "percentile 25": ["search/pruner=median", "++search.pruner._target_=optuna.pruners.PercentilePruner",
+                      "++search.pruner.percentile=25.0"],
+    "patient median": ["search/pruner=none", "++search.pruner._target_=optuna.pruners.PatientPruner",
+                       "++search.pruner.wrapped_pruner={_target_:optuna.pruners.MedianPruner,"
+                       "n_startup_trials:5,n_warmup_steps:2}", "++search.pruner.patience=1"],
+    "successive_halving": ["search/pruner=successive_halving"],
+    "successive_halving (min 2)": ["search/pruner=successive_halving", "search.pruner.min_resource=2"],
+    "hyperband": ["search/pruner=hyperband"],
+}
+
+
+def _seconds_to(study, target: float) -> float | None:
+    """Seconds from the study's first trial until a finished trial reached ``target``."""
+    done = sorted((t for t in study.trials if t.datetime_complete and t.value is not None),
+                  key=lambda t: t.datetime_complete)
+    if not done:
+        return None
+    start = min(t.datetime_start for t in study.trials if t.datetime_start)
+    for t in done:
+        if t.state.name == "COMPLETE" and t.value >= target - 1e-9:
+            return (t.datetime_complete - start).total_seconds()
+    return None
+
+
 def bench_pruning(args: argparse.Namespace) -> None:
-    """Best value and epochs trained, per pruner: independent of the machine's speed."""
+    """Best value, epochs trained and seconds to the unpruned best, per pruner."""
     from optuna.trial import TrialState
 
-    rows, raw = [], []
-    results: dict[str, list[tuple[float, int, int]]] = {
-        "none": [], "median": [], "hyperband": [], "successive_halving": []}
-    with tempfile.TemporaryDirectory() as tmp:
-        for seed in range(args.seeds):
-            for pruner in results:  # alternate the contenders within each seed
-                name = f"p-{pruner}-{seed}"
-                wall = _sweep_cli(Path(tmp), ["model=cnn", f"trainer.max_epochs={args.prune_epochs}",
-                                              f"search.n_trials={args.trials}", f"search.seed={seed}",
-                                              f"search/pruner={pruner}", f"search.study_name={name}",
-                                              "search.workers=1", "search.register_model=false",
-                                              "tracking=none"])
-                study = _study(Path(tmp), name)
-                epochs = sum(len(t.intermediate_values) for t in study.trials)
-                pruned = sum(t.state == TrialState.PRUNED for t in study.trials)
-                results[pruner].append((study.best_value, epochs, pruned))
-                raw.append([seed, pruner, study.best_value, epochs, pruned, wall])
-                print(f"  seed {seed} {pruner}: best {study.best_value:.4f}, {epochs} epochs, "
-                      f"{pruned} pruned, {wall:.0f} s", flush=True)
-    base_best = statistics.median(b for b, _, _ in results["none"])
-    base_epochs = statistics.median(e for _, e, _ in results["none"])
-    for pruner, res in results.items():
-        best = statistics.median(b for b, _, _ in res)
-        epochs = statistics.median(e for _, e, _ in res)
-        worst_gap = max((nb - b) * 100 for (b, _, _), (nb, _, _) in zip(res, results["none"]))
-        rows.append([pruner, best, (best - base_best) * 100, worst_gap, int(epochs), epochs / base_epochs,
-                     statistics.median(p for _, _, p in res)])
-    table(f"Pruning payoff: {args.trials}-trial TPE sweeps of the digits CNN, {args.prune_epochs} epochs max, "
-          f"median over {args.seeds} seeds",
-          ["pruner", "best val/acc", "vs none (points)", "worst seed vs none (points)", "epochs trained",
-           "epochs vs none", "trials pruned"], rows)
-    table("Pruning payoff per seed (wall seconds are for information: other work may share the cores)",
-          ["seed", "pruner", "best val/acc", "epochs", "pruned", "wall s"], raw)
+    workloads = {"cnn": ["model=cnn"],
+                 # late epochs matter: plain SGD on the MLP keeps improving to its last epoch
+                 "mlp-sgd": ["model=mlp", "optimizer=sgd",
+                             "search.params.optimizer.lr=\"tag(log, interval(0.001, 0.1))\""]}
+    chosen = [w for w in args.workloads.split(",") if w]
+    names = [n for n in PRUNERS if not args.pruners or n in args.pruners.split(",")]
+    for workload in chosen:
+        rows, raw = [], []
+        results: dict[str, list[tuple[float, int, int, float | None]]] = {n: [] for n in names}
+        with tempfile.TemporaryDirectory() as tmp:
+            for seed in range(args.seeds):
+                walls: dict[str, float] = {}
+                studies = {}
+                for pruner in names:  # alternate the contenders within each seed
+                    name = f"p-{len(raw)}"
+                    wall = _sweep_cli(Path(tmp), [*workloads[workload], f"trainer.max_epochs={args.prune_epochs}",
+                                                  f"search.n_trials={args.trials}", f"search.seed={seed}",
+                                                  *PRUNERS[pruner], f"search.study_name={name}",
+                                                  "search.workers=1", "search.register_model=false",
+                                                  "tracking=none"])
+                    studies[pruner] = _study(Path(tmp), name)
+                    walls[pruner] = wall
+                    raw.append([seed, pruner])
+                target = studies["none"].best_value if "none" in studies else None
+                for pruner, study in studies.items():
+                    epochs = sum(len(t.intermediate_values) for t in study.trials)
+                    pruned = sum(t.state == TrialState.PRUNED for t in study.trials)
+                    reach = _seconds_to(study, target) if target is not None else None
+                    results[pruner].append((study.best_value, epochs, pruned, reach))
+                    shown = "-" if reach is None else round(reach, 1)
+                    raw[raw.index([seed, pruner])] = [seed, pruner, study.best_value, epochs, pruned, shown,
+                                                      round(walls[pruner], 1)]
+                    print(f"  {workload} seed {seed} {pruner}: best {study.best_value:.4f}, {epochs} epochs, "
+                          f"{pruned} pruned, reached none's best at {reach}, {walls[pruner]:.0f} s", flush=True)
+        base = results.get("none") or next(iter(results.values()))
+        base_best = statistics.median(r[0] for r in base)
+        base_epochs = statistics.median(r[1] for r in base)
+        base_reach = statistics.median(r[3] for r in base if r[3] is not None)
+        for pruner, res in results.items():
+            best = statistics.median(r[0] for r in res)
+            epochs = statistics.median(r[1] for r in res)
+            worst_gap = max((nb[0] - r[0]) * 100 for r, nb in zip(res, base))
+            reached = [r[3] for r in res if r[3] is not None]
+            rows.append([pruner, best, (best - base_best) * 100, worst_gap, int(epochs), epochs / base_epochs,
+                         f"{len(reached)}/{len(res)}",
+                         statistics.median(reached) / base_reach if reached else "-"])
+        table(f"Pruning payoff ({workload}): {args.trials}-trial TPE sweeps, {args.prune_epochs} epochs max, "
+              f"median over {args.seeds} seeds",
+              ["pruner", "best val/acc", "vs none (points)", "worst seed vs none (points)", "epochs trained",
+               "epochs vs none", "seeds reaching none's best", "seconds to it vs none"], rows)
+        table(f"Pruning payoff per seed ({workload}; wall seconds for information)",
+              ["seed", "pruner", "best val/acc", "epochs", "pruned", "s to none's best", "wall s"], raw)
 
 
 # ----------------------------------------------------------------------- workers
@@ -635,6 +683,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5, help="epochs per overhead run")
     parser.add_argument("--seeds", type=int, default=5, help="seeds per pruner (pruning payoff)")
     parser.add_argument("--trials", type=int, default=40, help="trials per pruning sweep")
+    parser.add_argument("--workloads", default="cnn,mlp-sgd", help="pruning workloads: cnn, mlp-sgd")
+    parser.add_argument("--pruners", default="", help="pruning contenders, comma-separated (default: all)")
     parser.add_argument("--prune-epochs", type=int, default=10)
     parser.add_argument("--worker-trials", type=int, default=24)
     parser.add_argument("--scale-trials", type=int, default=1000)
