@@ -197,7 +197,7 @@ def test_a_sweep_refused_after_its_jobs_were_submitted_leaves_nothing(slurm, pos
     out, err = _finish(proc, timeout=300)
     assert proc.returncode == 2, err[-3000:] + out[-2000:]
     (line,) = err.strip().splitlines()
-    assert line.startswith("sweeper: error: model: ") and "cell must be one of lstm, gru, rnn" in line, line
+    assert line.startswith("sweeper: error: model.cell: ") and "cell must be one of lstm, gru, rnn" in line, line
     assert not (tmp_path / "outputs").exists()  # no jobs folder, no submission record
     with pytest.raises(KeyError):
         _study(optuna_url, "refused")
