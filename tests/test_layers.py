@@ -11,12 +11,13 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # lowest first; a unit may import only units of lower layers (and its own package)
 LAYERS = [
     ["errors"],
-    ["paths", "signals", "trust", "lightning_packages", "tracking"],
+    ["paths", "signals", "trust", "lightning_packages", "tracking", "schema", "servers"],
     ["config", "composition", "hparams_search", "data", "models"],
     ["training"],
     ["reports", "lightning"],
     ["serving"],
     ["search"],
+    ["best_model"],
     ["cli"],
     ["__main__"],
 ]

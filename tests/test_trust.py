@@ -119,3 +119,32 @@ def test_a_recorded_config_is_checked_and_the_users_own_config_is_trusted():
     # the user's config names sweeper's and torch's classes: those stay checked by kind
     trust.trust_config(stored)
     assert set(trust.trusted_modules()) == {"winedata", "mymodels"}
+
+
+def test_the_trust_flag_and_the_project_config_folder_reach_the_commands_and_their_servers(tmp_path, monkeypatch):
+    """``--trust a,b --trust c`` and the modules that ``./conf`` names are trusted in this
+    process and handed to the servers it starts ($SWEEPER_TRUSTED_MODULES)."""
+    import argparse
+
+    from sweeper.cli._args import apply_trust, trust_args
+
+    conf = tmp_path / "conf" / "data"
+    conf.mkdir(parents=True)
+    (conf / "wine.yaml").write_text("_target_: winedata.WineDataModule\nbatch_size: 16\n")
+    (tmp_path / "conf" / "extra.yaml").write_text("trusted_modules: [mynets]\n")
+    (tmp_path / "conf" / "broken.yaml").write_text("a: [unclosed\n")  # reported by the command that composes it
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SWEEPER_CONFIG_DIR", raising=False)
+    parser = argparse.ArgumentParser()
+    trust_args(parser)
+    apply_trust(parser.parse_args(["--trust", "pkg_a,pkg_b", "--trust", "pkg_c"]))
+    assert set(trust.trusted_modules()) == {"pkg_a", "pkg_b", "pkg_c", "winedata", "mynets"}
+    import os
+
+    assert set(os.environ[trust.ENV].split(",")) == {"pkg_a", "pkg_b", "pkg_c", "winedata", "mynets"}
+    (tmp_path / "winedata.py").write_text("import pytorch_lightning as pl\n"
+                                          "class WineDataModule(pl.LightningDataModule):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    trust.check("winedata.WineDataModule", "data")  # trusted now: imported and checked
+    with pytest.raises(trust.UntrustedError):
+        trust.check("otherdata.Data", "data")

@@ -5,71 +5,59 @@ Problems name the override key to fix, and all of them are reported at once.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from sweeper.errors import ConfigError
+from sweeper.schema import Setting, Table, is_int
 from sweeper.tracking.stores import without_password
 
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _positive_int(v: Any) -> bool:
-    return _is_int(v) and v >= 1
-
-
-def _positive_number(v: Any) -> bool:
-    return _is_number(v) and v > 0
-
-
-def _non_negative_number(v: Any) -> bool:
-    return _is_number(v) and v >= 0
-
-
 def _devices(v: Any) -> bool:
-    if v == "auto" or (_is_int(v) and (v >= 1 or v == -1)):
+    if v == "auto" or (is_int(v) and (v >= 1 or v == -1)):
         return True
     if isinstance(v, str):
         return all(part.strip().isdigit() for part in v.split(",") if part.strip()) and v != ""
-    return isinstance(v, list) and len(v) > 0 and all(_is_int(d) and d >= 0 for d in v)
+    return isinstance(v, list) and len(v) > 0 and all(is_int(d) and d >= 0 for d in v)
 
 
-# keys that a data module or optimizer of the user's may not have
-OPTIONAL = frozenset({"optimizer.weight_decay", "data.num_workers", "data.pin_memory", "data.persistent_workers"})
+_ABSENT = "the module takes no such argument"  # keys that a user's data module or optimizer may not have
 
-# key -> (check, what a valid value looks like, example fix)
-RULES: dict[str, tuple[Callable[[Any], bool], str, str]] = {
-    "seed": (_is_int, "an integer", "seed=0"),
-    "data.batch_size": (_positive_int, "a positive integer", "data.batch_size=64"),
-    "optimizer.lr": (_positive_number, "a positive number", "optimizer.lr=0.001"),
-    "optimizer.weight_decay": (_non_negative_number, "a number >= 0", "optimizer.weight_decay=0"),
-    "data.num_workers": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (0: batches in the training "
-                         "process)", "data.num_workers=4"),
-    "data.pin_memory": (lambda v: isinstance(v, bool), "true or false", "data.pin_memory=true"),
-    "data.persistent_workers": (lambda v: isinstance(v, bool), "true or false", "data.persistent_workers=true"),
-    "trainer.max_epochs": (_positive_int, "a positive integer", "trainer.max_epochs=10"),
-    "trainer.devices": (_devices, "a positive integer, -1, 'auto' or a list of device ids",
-                        "trainer.devices=1"),
-    "trainer.accelerator": (lambda v: v in ACCELERATORS, f"one of {', '.join(ACCELERATORS)}",
-                            "trainer.accelerator=cpu"),
-    "trainer.strategy": (lambda v: isinstance(v, str) and v != "", "a strategy name",
-                         "trainer.strategy=ddp"),
-    "monitor": (lambda v: isinstance(v, str) and "/" in v, "a logged metric such as val/acc",
-                "monitor=val/loss"),
-    "monitor_mode": (lambda v: v in ("min", "max"), "min or max", "monitor_mode=max"),
-    "tracking.enabled": (lambda v: isinstance(v, bool), "true or false", "tracking=none"),
-}
+# The training config's checked keys; their defaults come from the chosen group options.
+TRAIN = Table("", [
+    Setting("seed", "int", 0, "seeds Python, numpy and torch", wanted="an integer", example="seed=0"),
+    Setting("data.batch_size", "int", 64, "samples per batch", low=1, wanted="a positive integer",
+            example="data.batch_size=64"),
+    Setting("optimizer.lr", "number", 0.001, "learning rate", low=0, above=True, wanted="a positive number",
+            example="optimizer.lr=0.001"),
+    Setting("optimizer.weight_decay", "number", 0.0, "weight decay", low=0, null=_ABSENT,
+            example="optimizer.weight_decay=0"),
+    Setting("data.num_workers", "int", 0, "loader worker processes", low=0, null=_ABSENT,
+            wanted="an integer >= 0 (0: batches in the training process)", example="data.num_workers=4"),
+    Setting("data.pin_memory", "bool", False, "pinned host memory for GPU copies", null=_ABSENT,
+            example="data.pin_memory=true"),
+    Setting("data.persistent_workers", "bool", False, "loader workers kept between epochs", null=_ABSENT,
+            example="data.persistent_workers=true"),
+    Setting("trainer.max_epochs", "int", 10, "epochs to train", low=1, wanted="a positive integer",
+            example="trainer.max_epochs=10"),
+    Setting("trainer.devices", "custom", "auto", "devices per run",
+            wanted="a positive integer, -1, 'auto' or a list of device ids", valid=_devices,
+            example="trainer.devices=1"),
+    Setting("trainer.accelerator", "choice", "auto", "where to train", choices=ACCELERATORS,
+            example="trainer.accelerator=cpu"),
+    Setting("trainer.strategy", "custom", "auto", "Lightning's strategy", wanted="a strategy name",
+            valid=lambda v: isinstance(v, str) and v != "", example="trainer.strategy=ddp"),
+    Setting("monitor", "custom", "val/acc", "the metric checkpoints and pruning watch",
+            wanted="a logged metric such as val/acc", valid=lambda v: isinstance(v, str) and "/" in v,
+            example="monitor=val/loss"),
+    Setting("monitor_mode", "choice", "max", "whether higher or lower is better", choices=("min", "max"),
+            wanted="min or max", example="monitor_mode=max"),
+    Setting("tracking.enabled", "bool", True, "record the run in MLflow", example="tracking=none"),
+])
 
 REQUIRED_GROUPS = ("model", "data", "optimizer", "trainer")
 
@@ -81,16 +69,14 @@ def validate_train_config(cfg: DictConfig) -> None:
         node = cfg.get(group)  # a missing group is what we report, not a default
         if not isinstance(node, DictConfig) or "_target_" not in node:
             problems.append(f"{group}: no {group} is selected; choose one with {group}=<option>")
-    for key, (check, wanted, fix) in RULES.items():
+    for key, setting in TRAIN.settings.items():
         try:
             value = OmegaConf.select(cfg, key, throw_on_missing=True)
         except OmegaConfBaseException as exc:
-            problems.append(f"{key}: cannot resolve ({exc}); set it explicitly, e.g. {fix}")
+            problems.append(f"{key}: cannot resolve ({exc}); set it explicitly, e.g. {setting.example}")
             continue
-        if value is None and key in OPTIONAL:
-            continue
-        if not check(value):
-            problems.append(f"{key} must be {wanted}, got {value!r}; e.g. {fix}")
+        if not setting.ok(value):
+            problems.append(setting.problem(TRAIN.prefix, value))
     if OmegaConf.select(cfg, "data.persistent_workers") is True and not OmegaConf.select(cfg, "data.num_workers"):
         problems.append("data.persistent_workers=true needs loader workers to keep; set data.num_workers=2 "
                         "(or more), or data.persistent_workers=false")

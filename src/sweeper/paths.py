@@ -9,6 +9,7 @@ from sweeper.errors import SweeperError
 
 CONFIG_DIR_ENV = "SWEEPER_CONFIG_DIR"
 PROJECT_DIR_ENV = "SWEEPER_PROJECT_DIR"  # the folder a command started in, for workers and ranks
+DDP_CONFIG_ENV = "SWEEPER_DDP_CONFIG"  # a DDP rank that Lightning started re-runs the command: its config
 
 
 def conf_dir() -> Path:

@@ -69,11 +69,11 @@ def test_mlp_without_hidden_layers_is_logistic_regression():
     assert sum(p.numel() for p in net.parameters()) == 64 * 10 + 10
 
 
-def test_num_classes_is_a_read_only_alias_of_num_outputs():
+def test_a_network_has_one_name_for_its_width():
     net = MLP((4,), 3, hidden_sizes=[])
-    assert net.num_outputs == net.num_classes == 3
-    with pytest.raises(AttributeError):
-        net.num_classes = 5
+    assert net.num_outputs == 3 and not hasattr(net, "num_classes")
+    with pytest.raises(TypeError, match="num_classes"):
+        MLP((4,), num_classes=3)
 
 
 @pytest.mark.parametrize(
@@ -99,12 +99,13 @@ def test_spec_rebuilds_an_identical_architecture(net: Backbone, shape):
     assert torch.equal(net(x), twin(x))
 
 
-def test_build_reads_specs_recorded_before_the_rename():
-    old = {"_target_": "sweeper.models.mlp.MLP", "input_shape": [1, 8, 8], "num_classes": 10,
-           "hidden_sizes": [4], "activation": "relu", "dropout": 0.0}  # fmt: skip
-    net = build(old)
-    assert isinstance(net, MLP) and net.num_outputs == 10
-    assert net.spec["num_outputs"] == 10
+def test_build_takes_a_spec_as_its_class_does_and_guesses_no_renamed_argument():
+    spec = {"_target_": "sweeper.models.mlp.MLP", "input_shape": [1, 8, 8], "num_outputs": 10,
+            "hidden_sizes": [4], "activation": "relu", "dropout": 0.0}  # fmt: skip
+    net = build(spec)
+    assert isinstance(net, MLP) and net.spec == {**spec, "hidden_sizes": [4]}
+    with pytest.raises(TypeError, match="num_classes"):
+        build({**{k: v for k, v in spec.items() if k != "num_outputs"}, "num_classes": 10})
 
 
 def test_build_makes_any_module_from_its_target():

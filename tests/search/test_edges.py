@@ -77,15 +77,17 @@ def test_a_study_that_never_ran_a_trial_takes_the_corrected_config(tmp_path):
     assert len(load_study(tmp_path).trials) == 1
 
 
-def test_a_finished_study_run_again_leaves_both_stores_byte_for_byte(tmp_path):
-    first = sweep(tmp_path, *FAST, "search.n_trials=2")
+@pytest.mark.parametrize("store", ["journal", "sqlite"])
+def test_a_finished_study_run_again_leaves_both_stores_byte_for_byte(tmp_path, store):
+    given = [f"search.storage=sqlite:///{tmp_path}/optuna.db"] if store == "sqlite" else []
+    first = sweep(tmp_path, *FAST, "search.n_trials=2", *given)
     assert first.returncode == 0, first.stderr + first.stdout
-    journal = tmp_path / "outputs" / "sweeps" / "default" / "optuna.journal"
-    before = _digest(journal), _digest(tmp_path / "mlflow.db")
+    optuna_store = tmp_path / ("optuna.db" if given else "outputs/sweeps/default/optuna.journal")
+    before = _digest(optuna_store), _digest(tmp_path / "mlflow.db")
     for _ in range(2):
-        again = sweep(tmp_path, *FAST, "search.n_trials=2")
+        again = sweep(tmp_path, *FAST, "search.n_trials=2", *given)
         assert again.returncode == 0 and "is finished" in again.stdout, again.stderr + again.stdout
-    assert (_digest(journal), _digest(tmp_path / "mlflow.db")) == before
+    assert (_digest(optuna_store), _digest(tmp_path / "mlflow.db")) == before
 
 
 def test_shuffled_choices_are_one_space_for_every_worker_and_every_resume(tmp_path):
@@ -109,7 +111,8 @@ def _workers(proc: subprocess.Popen[str]) -> list[psutil.Process]:
 
 
 def test_a_study_completed_by_the_other_worker_is_complete_though_one_was_killed(tmp_path):
-    proc = _start(tmp_path, [*FAST, "trainer.max_epochs=3", "search.n_trials=6", "search.workers=2",
+    registered = [a for a in FAST if not a.startswith("search.register_model")] + ["search.register_model=true"]
+    proc = _start(tmp_path, [*registered, "trainer.max_epochs=3", "search.n_trials=6", "search.workers=2",
                              "search.heartbeat_timeout=10"], SWEEPER_TEST_EPOCH_DELAY="0.7")
     try:
         deadline = time.monotonic() + 120
@@ -144,6 +147,13 @@ def test_a_study_completed_by_the_other_worker_is_complete_though_one_was_killed
     (parent,), children = runs_by_role(tmp_path)
     assert parent.info.status == "FINISHED" and parent.data.tags["outcome"] == "complete"
     assert all(c.info.status != "RUNNING" for c in children)
+    # the README's state table: an abandoned trial's run ends FAILED
+    by_id = {c.info.run_id: c for c in children}
+    lost = by_id[abandoned.user_attrs["mlflow_run_id"]]
+    assert lost.info.status == "FAILED" and lost.data.tags["failure_kind"] == "abandoned"
+    # the study's model was registered, once, from its best trial
+    assert "registered model 'default' version 1" in out
+    assert parent.data.tags["registered_model"] == "default/1"
 
 
 def test_a_signal_between_claiming_a_trial_and_training_it_interrupts_it(tmp_path):
@@ -173,3 +183,6 @@ def test_a_signal_between_claiming_a_trial_and_training_it_interrupts_it(tmp_pat
     assert [t.user_attrs.get("sweeper.retry_of") for t in trials if t.state == TrialState.WAITING] == [
         stopped.number]
     assert not any(t.state == TrialState.RUNNING for t in trials)
+    (parent,), children = runs_by_role(tmp_path)  # and in MLflow
+    assert parent.info.status == "KILLED" and parent.data.tags["outcome"] == "interrupted"
+    assert all(c.info.status != "RUNNING" for c in children)

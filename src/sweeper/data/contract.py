@@ -6,13 +6,13 @@ Any ``LightningDataModule`` (or lookalike) works if it follows :class:`DataModul
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 
 from sweeper.errors import DataError
+from sweeper.schema import is_int
 
 TASKS = ("classification", "regression", "autoencoder")
 LOADERS = ("train_dataloader", "val_dataloader", "test_dataloader")
@@ -53,8 +53,6 @@ class DataModule(Protocol):
     def test_dataloader(self) -> Any: ...
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _provides(dm: Any, name: str) -> bool:
@@ -105,7 +103,7 @@ def check_datamodule(dm: Any, task: str, check_batches: bool = True) -> None:
         isinstance(shape, (str, bytes))
         or not isinstance(shape, Sequence)
         or not shape
-        or not all(_is_int(d) and d >= 1 for d in shape)
+        or not all(is_int(d) and d >= 1 for d in shape)
     ):
         raise DataError(
             f"data: {name}.input_shape must be a tuple of positive ints (one sample, no batch "
@@ -121,7 +119,7 @@ def check_datamodule(dm: Any, task: str, check_batches: bool = True) -> None:
                 f"data: {name} has no num_classes; a classification data module sets "
                 "num_classes (an int >= 2) before setup()"
             )
-        if not _is_int(num_classes) or num_classes < 2:
+        if not is_int(num_classes) or num_classes < 2:
             raise DataError(f"data: {name}.num_classes must be an int >= 2, got {num_classes!r}")
         names = getattr(dm, "class_names", None)
         if names is not None and (
@@ -141,7 +139,7 @@ def check_datamodule(dm: Any, task: str, check_batches: bool = True) -> None:
                 f"data: {name} has no num_targets; a regression data module sets num_targets "
                 "(an int >= 1, the width of y) before setup()"
             )
-        if not _is_int(num_targets) or num_targets < 1:
+        if not is_int(num_targets) or num_targets < 1:
             raise DataError(f"data: {name}.num_targets must be an int >= 1, got {num_targets!r}")
 
     if check_batches:

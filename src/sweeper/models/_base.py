@@ -8,7 +8,6 @@ network without Hydra and without unpickling code objects.
 from __future__ import annotations
 
 import functools
-import numbers
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -16,16 +15,17 @@ import torch
 from torch import nn
 
 from sweeper import trust
+from sweeper.schema import is_int
 
 TARGET = "_target_"
 
 
-def _plain(value: Any) -> Any:
+def _builtin(value: Any) -> Any:
     """Turn tuples and config containers into builtin lists and dicts."""
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): _builtin(v) for k, v in value.items()}
     if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
-        return [_plain(v) for v in value]
+        return [_builtin(v) for v in value]
     return value
 
 
@@ -40,8 +40,6 @@ def is_plain(value: Any) -> bool:
     return False
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _shape(input_shape: Any) -> tuple[int, ...]:
@@ -50,7 +48,7 @@ def _shape(input_shape: Any) -> tuple[int, ...]:
             f"input_shape must be a sequence of positive ints (one sample, no batch dimension), "
             f"got {input_shape!r}"
         )
-    if not input_shape or not all(_is_int(d) and d >= 1 for d in input_shape):
+    if not input_shape or not all(is_int(d) and d >= 1 for d in input_shape):
         raise ValueError(
             "input_shape must hold one or more positive ints (one sample, no batch dimension), "
             f"got {tuple(input_shape)!r}"
@@ -72,15 +70,10 @@ class Backbone(nn.Module):
     def __init__(self, input_shape: Sequence[int], num_outputs: int) -> None:
         super().__init__()
         self.input_shape = _shape(input_shape)
-        if not _is_int(num_outputs) or num_outputs < 1:
+        if not is_int(num_outputs) or num_outputs < 1:
             raise ValueError(f"num_outputs must be an int >= 1, got {num_outputs!r}")
         self.num_outputs = int(num_outputs)
         self._spec: dict[str, Any] = {}
-
-    @property
-    def num_classes(self) -> int:
-        """Old name of :attr:`num_outputs`, kept so code written for classifiers still runs."""
-        return self.num_outputs
 
     def _record(self, **kwargs: Any) -> None:
         cls = type(self)
@@ -88,7 +81,7 @@ class Backbone(nn.Module):
             TARGET: f"{cls.__module__}.{cls.__qualname__}",
             "input_shape": list(self.input_shape),
             "num_outputs": self.num_outputs,
-            **_plain(kwargs),
+            **_builtin(kwargs),
         }
 
     def check_input(self, x: torch.Tensor) -> None:
@@ -109,8 +102,7 @@ class Backbone(nn.Module):
 def build(spec: Mapping[str, Any], source: str = "a network spec") -> nn.Module:
     """Build the module a plain-data spec describes: ``{"_target_": "pkg.mod.Class", **kwargs}``.
 
-    Rebuilds a :attr:`Backbone.spec`, including specs recorded before ``num_classes``
-    was renamed ``num_outputs``. A spec may come from a file (a checkpoint, a registered
+    Rebuilds a :attr:`Backbone.spec`. A spec may come from a file (a checkpoint, a registered
     model), so its ``_target_`` must be one of sweeper's networks or in a trusted module
     (:mod:`sweeper.trust`); there any class or callable returning an ``nn.Module`` works.
     """
@@ -121,13 +113,6 @@ def build(spec: Mapping[str, Any], source: str = "a network spec") -> nn.Module:
         )
     target = kwargs.pop(TARGET)
     factory = trust.resolve(target, "network", source) if isinstance(target, str) else target
-    if (
-        isinstance(factory, type)
-        and issubclass(factory, Backbone)
-        and "num_classes" in kwargs
-        and "num_outputs" not in kwargs
-    ):
-        kwargs["num_outputs"] = kwargs.pop("num_classes")  # checkpoints from before the rename
     module = factory(**kwargs)
     if not isinstance(module, nn.Module):
         raise TypeError(f"{target!r} built a {type(module).__name__}, not a torch.nn.Module")
@@ -137,12 +122,12 @@ def build(spec: Mapping[str, Any], source: str = "a network spec") -> nn.Module:
 def callable_spec(fn: Callable[..., Any] | Mapping[str, Any] | None) -> dict[str, Any] | None:
     """Describe a factory such as ``functools.partial(torch.optim.Adam, lr=1e-3)`` as plain data."""
     if fn is None or isinstance(fn, Mapping):
-        return None if fn is None else _plain(fn)
+        return None if fn is None else _builtin(fn)
     if isinstance(fn, functools.partial):
         if fn.args:
             raise ValueError("optimizer/scheduler factories must use keyword arguments only")
         target = fn.func
-        return {TARGET: f"{target.__module__}.{target.__qualname__}", **_plain(fn.keywords)}
+        return {TARGET: f"{target.__module__}.{target.__qualname__}", **_builtin(fn.keywords)}
     if isinstance(fn, type):
         return {TARGET: f"{fn.__module__}.{fn.__qualname__}"}
     raise TypeError(

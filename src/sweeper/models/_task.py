@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from sweeper.errors import DataError, DivergedError
-from sweeper.models._base import TARGET, _plain, build, callable_from_spec, callable_spec, is_plain
+from sweeper.models._base import TARGET, _builtin, build, callable_from_spec, callable_spec, is_plain
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
@@ -34,7 +34,7 @@ def _net_spec(net: nn.Module) -> dict[str, Any] | None:
             f"{type(net).__name__}.spec must be a mapping with a {TARGET!r} key naming the "
             f"class, like {{'{TARGET}': 'pkg.mod.Class', **kwargs}}; got {spec!r}"
         )
-    plain = _plain(spec)
+    plain = _builtin(spec)
     if not is_plain(plain):
         raise TypeError(
             f"{type(net).__name__}.spec must hold only plain data (str, int, float, bool, None, "
@@ -53,7 +53,7 @@ def resolve_net(
             f"pass the same architecture: {owner}.load_from_checkpoint(path, net=MyNet(...))"
         )
     if isinstance(net, Mapping):
-        spec = _plain(net)
+        spec = _builtin(net)
         module = build(spec, f"the network spec given to {owner} (from a checkpoint or model file)")
         # The module's own spec, when it has one, is canonical (old keys renamed).
         return module, _net_spec(module) or spec
@@ -129,7 +129,7 @@ class TaskModule(pl.LightningModule):
                 "net": spec,
                 "optimizer": callable_spec(self.optimizer_factory),
                 "scheduler": callable_spec(self.scheduler_factory),
-                **_plain(hparams),
+                **_builtin(hparams),
             },
             logger=False,
         )

@@ -49,7 +49,7 @@ class Classifier(TaskModule):
         scheduler: optional factory taking the optimizer, e.g.
             ``functools.partial(torch.optim.lr_scheduler.StepLR, step_size=5)``; stepped per epoch.
         num_classes: number of classes; default ``net.num_outputs``, else the spec's
-            ``num_outputs`` (or ``num_classes``), else the width of the first logits seen.
+            ``num_outputs``, else the width of the first logits seen.
 
     ``Classifier.load_from_checkpoint(path)`` needs no arguments when the net has a spec.
     """
@@ -73,7 +73,6 @@ class Classifier(TaskModule):
             num_classes,
             getattr(self.net, "num_outputs", None),
             spec.get("num_outputs"),
-            spec.get("num_classes"),
         ):
             if known is not None:
                 break

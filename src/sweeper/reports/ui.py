@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from typing import Any
 
-from sweeper.errors import SweeperError
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
+from sweeper.servers import loopback, stop, wait_until_answers
 
 SHARED_VIEW_TAG = "mlflow.sharedViewState."  # MLflow UI: ?viewStateShareKey=<key> loads it
 
@@ -87,51 +72,26 @@ def latest_study(uri: str, experiment: str) -> tuple[str | None, Any | None, str
     return exp.experiment_id, (parents[0] if parents else None), key
 
 
-def wait_until_up(base: str, proc: subprocess.Popen[bytes], timeout: float = 90.0) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise SweeperError(f"the MLflow server exited at start (code {proc.returncode}); is the port taken?")
-        try:
-            with urllib.request.urlopen(f"{base}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.5)
-    raise SweeperError(f"the MLflow server did not answer on {base} within {timeout:.0f}s")
-
-
 def start_server(uri: str, host: str, port: int) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
            "--host", host, "--port", str(port), "--workers", "1"]  # fmt: skip
-    if not _loopback(host):
+    if not loopback(host):
         cmd += ["--allowed-hosts", "*"]
     return subprocess.Popen(cmd, start_new_session=True)
-
-
-def stop_server(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 def serve(uri: str, experiment: str, host: str, port: int) -> int:
     from sweeper import signals
 
     signals.install()  # SIGTERM stops the server as Ctrl-C does
-    if not _loopback(host):
+    if not loopback(host):
         print(f"warning: binding to {host} makes the UI reachable from your network", file=sys.stderr)
     experiment_id, parent, view_key = latest_study(uri, experiment)
     proc = start_server(uri, host, port)
     try:
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         base = f"http://{shown}:{port}"
-        wait_until_up(base, proc)
+        wait_until_answers(f"{base}/health", proc, "MLflow server", 90.0)
         if experiment_id is None:
             print(f"MLflow UI at {base} (no experiment '{experiment}' yet: run `sweeper sweep`)", flush=True)
         else:
@@ -145,4 +105,4 @@ def serve(uri: str, experiment: str, host: str, port: int) -> int:
         print("\nstopping the MLflow UI", file=sys.stderr)
         return signals.exit_code() if signals.terminated() else 0
     finally:
-        stop_server(proc)
+        stop(proc)

@@ -1,8 +1,11 @@
-"""The end of a sweep: the trials table, the best configuration, the best checkpoint
-tested and registered once per study, the study's plots, the parent run's summary."""
+"""The end of a sweep: the trials table, the best configuration, the parent run's
+summary; and, once per study, the steps the command hands over (:class:`StudyEnd`: the
+best checkpoint tested and registered, the study's plots)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,23 @@ from sweeper.search.space import SearchSpace
 from sweeper.search.storage import optuna_commands
 from sweeper.search.trials import RUN_ID_ATTR, counts
 from sweeper.tracking.stores import mask_url
+
+
+@dataclass(frozen=True)
+class StudyEnd:
+    """What the command does with a finished study, called here once per study
+    (``sweeper sweep`` hands over :data:`sweeper.best_model.STEPS`).
+
+    ``test(config_file, checkpoint, folder)``: the best checkpoint scored on the test split;
+    an evaluation with ``metrics``, ``module`` and ``datamodule``.
+    ``register(tracking_uri, run_id, evaluation, name)``: the model registered from that
+    run; its version and a line on the inputs it takes.
+    ``plots(study, folder, metric, param_keys)``: the study's plots written to ``folder``.
+    """
+
+    test: Callable[[Path, str, Path], Any]
+    register: Callable[[str, str, Any, str], tuple[str, str]]
+    plots: Callable[[Any, Path, str, list[str]], list[Path]]
 
 
 def best_trials(study: Any) -> list[Any]:
@@ -32,7 +52,8 @@ def say_optuna_commands(storage_url: str, study_name: str) -> None:
         + ("   (password from PGPASSWORD or ~/.pgpass)" if server else ""))
 
 
-def finish(study: Any, plan: SweepPlan, tracker: Any, space: SearchSpace, outcome: str) -> None:
+def finish(study: Any, plan: SweepPlan, tracker: Any, space: SearchSpace, outcome: str,
+           end: StudyEnd | None) -> None:
     settings = plan.search
     study_dir = Path(plan.study_dir)
     c = counts(study.get_trials(deepcopy=False))
@@ -82,10 +103,8 @@ def finish(study: Any, plan: SweepPlan, tracker: Any, space: SearchSpace, outcom
         if settings.cv_folds > 1:
             say(f"search.cv.folds={settings.cv_folds}: each fold trained its own model, so none is "
                  "tested or registered; train the best configuration with the command above")
-        if checkpoint and Path(checkpoint).is_file() and config_file.is_file():
-            from sweeper.training.evaluate import evaluate_checkpoint
-
-            evaluation = evaluate_checkpoint(config_file, checkpoint, study_dir / "evaluation")
+        if end is not None and checkpoint and Path(checkpoint).is_file() and config_file.is_file():
+            evaluation = end.test(config_file, checkpoint, study_dir / "evaluation")
             test = evaluation.metrics
             say("test split: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(test.items()) if k != "test/loss"))
             summary_metrics.update(test)
@@ -106,17 +125,12 @@ def finish(study: Any, plan: SweepPlan, tracker: Any, space: SearchSpace, outcom
                 if plan.parent_run_id:
                     tracker.log_artifacts(plan.parent_run_id, study_dir / "evaluation", "evaluation")
                 if settings.register_model:
-                    from sweeper.serving.package import inputs_note, model_spec, register
-
-                    version = register(tracker.uri, child, evaluation.module, evaluation.datamodule,
-                                       settings.study_name)
+                    version, inputs = end.register(tracker.uri, child, evaluation, settings.study_name)
                     summary_tags["registered_model"] = f"{settings.study_name}/{version}"
                     say(f"registered model '{settings.study_name}' version {version}")
-                    say(f"  its inputs: {inputs_note(model_spec(evaluation.module, evaluation.datamodule))}")
-    if c["DONE"]:
-        from sweeper.reports.plots import write_study_plots
-
-        plots = write_study_plots(study, study_dir / "plots", settings.metrics[0], param_keys)
+                    say(f"  its inputs: {inputs}")
+    if end is not None and c["DONE"]:
+        plots = end.plots(study, study_dir / "plots", settings.metrics[0], param_keys)
         if plots and tracker is not None and plan.parent_run_id:
             tracker.log_artifacts(plan.parent_run_id, study_dir / "plots", "plots")
     if tracker is not None and plan.parent_run_id:

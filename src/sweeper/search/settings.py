@@ -6,9 +6,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from sweeper.config import as_dict
 from sweeper.errors import ConfigError
+from sweeper.schema import Setting, Table
 from sweeper.tracking.stores import mask_url  # noqa: F401 - part of this module's interface
 
 DIRECTIONS = ("maximize", "minimize")
@@ -52,14 +54,44 @@ class LauncherSettings:
         return self.name != "local"
 
 
-_LAUNCHER_KEYS = {
-    "local": {"name"},
-    "slurm": {"name", "jobs", "workers_per_job", "partition", "timeout_min", "cpus_per_task", "gpus_per_node",
-              "mem_gb", "array_parallelism", "setup", "additional_parameters", "signal_delay_s", "wait",
-              "requeue", "shared_filesystem", "folder"},
-    "kubernetes": {"name", "jobs", "workers_per_job", "cpus_per_task", "gpus_per_node", "mem_gb", "image",
-                   "namespace", "secret", "apply", "shared_filesystem", "timeout_min"},
-}
+_SLURM, _K8S = ("slurm",), ("kubernetes",)
+_JOBS = ("slurm", "kubernetes")
+
+LAUNCHER = Table("search.launcher.", [
+    Setting("name", "choice", "local", "where the workers run", choices=LAUNCHERS, example="search/launcher=slurm"),
+    Setting("jobs", "int", 2, "array tasks (pods), each a member of the multi-machine mode", low=1, only=_JOBS),
+    Setting("workers_per_job", "int", 1, "`search.workers` inside each job", low=1, only=_JOBS),
+    Setting("partition", "text", None, "as in hydra-submitit-launcher", null="the cluster's default partition",
+            only=_SLURM),
+    Setting("timeout_min", "int", 60, "each job's time limit, in minutes", low=1, only=_JOBS),
+    Setting("cpus_per_task", "int", None, "each worker gets cpus ÷ workers threads", low=1,
+            null="`workers_per_job` × `search.threads` (1 when threads is null)", only=_JOBS),
+    Setting("gpus_per_node", "int", None, "GPUs per job", low=0,
+            null="`workers_per_job` × `trainer.devices` on a gpu/cuda trainer", only=_JOBS),
+    Setting("mem_gb", "number", None, "memory per job, in GB", low=0, above=True, null="the partition's default",
+            only=_JOBS),
+    Setting("array_parallelism", "int", None, "at most this many jobs at once", low=1, null="all of them",
+            only=_SLURM),
+    Setting("setup", "custom", [], "shell lines run first in each job, e.g. `[module load cuda/12.4]`",
+            only=_SLURM, wanted="a list of shell lines"),
+    Setting("additional_parameters", "custom", {}, "any other sbatch option, e.g. `{account: mylab, qos: high}`",
+            only=_SLURM, wanted="a mapping of sbatch options"),
+    Setting("signal_delay_s", "int", 120, "SIGUSR2 this many seconds before the time limit: the running "
+            "trial is saved", low=0, only=_SLURM),
+    Setting("wait", "bool", True, "follow the study here until it is done; false: print the job ids, their "
+            "logs and the `sweeper compare` command, and return", only=_SLURM),
+    Setting("requeue", "bool", False, "a job stopped by its time limit or preemption is submitted again",
+            only=_SLURM),
+    Setting("shared_filesystem", "bool", False, "the journal/SQLite storage and a file tracking store are on a "
+            "shared file system", only=_JOBS),
+    Setting("folder", "text", None, "job scripts and logs", null="`outputs/sweeps/<study>/jobs`", only=_SLURM),
+    Setting("image", "text", None, "the container image with sweeper and your project installed", null="-",
+            only=_K8S),
+    Setting("namespace", "text", None, "the Kubernetes namespace", null="kubectl's current namespace", only=_K8S),
+    Setting("secret", "text", None, "a Secret whose key SWEEPER_STORAGE holds the storage URL with its password",
+            null="-", only=_K8S),
+    Setting("apply", "bool", False, "true: kubectl apply the Job; false: print the manifest", only=_K8S),
+])
 
 
 def parse_launcher(raw: Any, problems: list[str]) -> LauncherSettings:
@@ -70,66 +102,31 @@ def parse_launcher(raw: Any, problems: list[str]) -> LauncherSettings:
         problems.append(f"search.launcher must be a launcher config, got {raw!r}; e.g. search/launcher=slurm")
         return LauncherSettings()
     name = raw.get("name", "local")
-    if name not in LAUNCHERS:
-        problems.append(f"search.launcher.name must be one of {', '.join(LAUNCHERS)}, got {name!r}; "
-                        "e.g. search/launcher=slurm")
+    if not LAUNCHER["name"].ok(name):
+        problems.append(LAUNCHER["name"].problem(LAUNCHER.prefix, name))
         return LauncherSettings()
-    allowed = _LAUNCHER_KEYS[name]
-    for key in sorted(set(raw) - allowed):
-        problems.append(f"search.launcher.{key}: not a key of the {name} launcher; its keys are "
-                        f"{', '.join(sorted(allowed - {'name'})) or 'none'}")
-    values: dict[str, Any] = {"name": name}
-
-    def integer(key: str, low: int, optional: bool = False) -> None:
-        value = raw.get(key)
-        if key not in raw or (optional and value is None):
-            return
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            problems.append(f"search.launcher.{key} must be an integer >= {low}"
-                            f"{' or null' if optional else ''}, got {value!r}")
-            return
-        values[key] = value
-
-    integer("jobs", 1)
-    integer("workers_per_job", 1)
-    integer("timeout_min", 1)
-    integer("signal_delay_s", 0)
-    integer("cpus_per_task", 1, optional=True)
-    integer("gpus_per_node", 0, optional=True)
-    integer("array_parallelism", 1, optional=True)
-    mem = raw.get("mem_gb")
-    if mem is not None:
-        if isinstance(mem, bool) or not isinstance(mem, (int, float)) or mem <= 0:
-            problems.append(f"search.launcher.mem_gb must be a number > 0 or null, got {mem!r}")
+    LAUNCHER.unknown(raw, problems, variant=name, message=lambda key, known: (
+        f"search.launcher.{key}: not a key of the {name} launcher; its keys are "
+        f"{', '.join(sorted(set(known) - {'name'})) or 'none'}"))
+    values: dict[str, Any] = {k: v for k, v in LAUNCHER.values(raw, problems, variant=name).items()
+                              if k in raw and v is not None}
+    if "mem_gb" in values:
+        values["mem_gb"] = float(values["mem_gb"])
+    if name in LAUNCHER["setup"].only:
+        setup = raw.get("setup") or []
+        if isinstance(setup, str):
+            setup = [setup]
+        if not isinstance(setup, list) or not all(isinstance(line, str) for line in setup):
+            problems.append(f"search.launcher.setup must be a list of shell lines, got {setup!r}; e.g. "
+                            "search.launcher.setup='[module load cuda]'")
         else:
-            values["mem_gb"] = float(mem)
-    for key in ("partition", "folder", "image", "namespace", "secret"):
-        value = raw.get(key)
-        if value is not None:
-            if not isinstance(value, str) or not value.strip():
-                problems.append(f"search.launcher.{key} must be a non-empty string or null, got {value!r}")
-            else:
-                values[key] = value
-    for key in ("wait", "requeue", "shared_filesystem", "apply"):
-        if key in raw:
-            if not isinstance(raw[key], bool):
-                problems.append(f"search.launcher.{key} must be true or false, got {raw[key]!r}")
-            else:
-                values[key] = raw[key]
-    setup = raw.get("setup") or []
-    if isinstance(setup, str):
-        setup = [setup]
-    if not isinstance(setup, list) or not all(isinstance(line, str) for line in setup):
-        problems.append(f"search.launcher.setup must be a list of shell lines, got {setup!r}; e.g. "
-                        "search.launcher.setup='[module load cuda]'")
-    else:
-        values["setup"] = tuple(setup)
-    extra = raw.get("additional_parameters") or {}
-    if not isinstance(extra, dict) or not all(isinstance(k, str) for k in extra):
-        problems.append(f"search.launcher.additional_parameters must map sbatch options to values, got {extra!r}; "
-                        "e.g. search.launcher.additional_parameters.account=mylab")
-    else:
-        values["additional_parameters"] = dict(extra)
+            values["setup"] = tuple(setup)
+        extra = raw.get("additional_parameters") or {}
+        if not isinstance(extra, dict) or not all(isinstance(k, str) for k in extra):
+            problems.append(f"search.launcher.additional_parameters must map sbatch options to values, got "
+                            f"{extra!r}; e.g. search.launcher.additional_parameters.account=mylab")
+        else:
+            values["additional_parameters"] = dict(extra)
     return LauncherSettings(**values)
 
 
@@ -203,62 +200,105 @@ def infer_direction(metric: str, monitor: str | None = None, monitor_mode: str |
     return None
 
 
+_STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+SEARCH = Table("search.", [
+    Setting("n_trials", "int", 20, "finished (complete + pruned) trials the study runs to, across all invocations",
+            low=1, example="search.n_trials=20"),
+    Setting("timeout", "number", None, "no new trial starts after this many seconds", unit="seconds", low=0,
+            above=True, null="no limit", example="search.timeout=3600"),
+    Setting("metric", "custom", "${monitor}", "a metric the task logs every epoch (see [Tasks](#tasks)); a list "
+            "for multi-objective, e.g. `search.metric=[val/acc,model/num_parameters]`",
+            wanted="a metric name such as val/acc (or a list)",
+            shown="the task's `monitor` (`val/acc` for classification, `val/loss` otherwise)"),
+    Setting("direction", "custom", None, "one per metric", wanted="maximize or minimize",
+            null="the monitor's mode for the monitored metric, else the metric's name decides"),
+    Setting("study_name", "custom", None, "ties together the Optuna study, `outputs/sweeps/<study>/` and the "
+            "MLflow parent run", wanted="1-100 letters, digits, '.', '_' or '-'",
+            null="the experiment's name, else `default`",
+            valid=lambda v: isinstance(v, str) and _STUDY_NAME.fullmatch(v) is not None,
+            example="search.study_name=digits-cnn"),
+    Setting("storage", "custom", None, "any Optuna storage URL: `postgresql://user@host/db` (see [Workers and "
+            "several machines](#workers-and-several-machines)), `mysql://…`, `sqlite:///optuna.db`, a "
+            "`.journal` path", wanted="a storage URL", valid=lambda v: isinstance(v, str) and bool(v),
+            null="the journal file `outputs/sweeps/<study>/optuna.journal`"),
+    Setting("workers", "int", 1, "worker processes on this machine", low=1, example="search.workers=2"),
+    Setting("threads", "int", None, "torch/OpenMP threads per worker", low=1,
+            null="cores ÷ workers, or 1 when other work is running as the sweep starts (see [Workers and "
+            "several machines](#workers-and-several-machines))", example="search.threads=1"),
+    Setting("seed", "int", 0, "seeds the sampler: the first worker to join the study samples as "
+            "`Sampler(seed=seed)`, every later one (other workers, other machines, resumes) gets a stream of "
+            "its own", null="unseeded", example="search.seed=0"),
+    Setting("max_failure_rate", "number", 0.5, "stop when more than this share of trials fails (checked from 5 "
+            "trials on); failures alone also end the sweep after `n_trials × (retries + 1)` of them",
+            low=0, high=1, example="search.max_failure_rate=0.5"),
+    Setting("retries", "int", 1, "run an abandoned, interrupted or crashed trial's parameters again, this many "
+            "times", low=0, example="search.retries=1"),
+    Setting("heartbeat_timeout", "number", 60, "seconds without a heartbeat after which another machine fails "
+            "a trial as abandoned", unit="seconds", low=5, example="search.heartbeat_timeout=60"),
+    Setting("force", "bool", False, "resume even though what defines the study changed (see "
+            "[Resuming](#resuming-ctrl-c-and-failures))", example="search.force=true"),
+    Setting("register_model", "bool", True, "register the best model under the study's name",
+            example="search.register_model=false"),
+    Setting("allow_repeats", "bool", False, "let a trial get the parameters of a running, queued or finished "
+            "trial (for noisy objectives); by default every point is trained once, and a finite space with "
+            "fewer points than `n_trials` runs each point once", example="search.allow_repeats=true"),
+    Setting("cv.folds", "int", 1, "k ≥ 2 scores each trial by k-fold cross-validation (see "
+            "[Cross-validation](#cross-validation))", low=1, example="search.cv.folds=5"),
+    Setting("enqueue", "custom", [], "parameter sets tried first, e.g. `search.enqueue='[{optimizer.lr: 0.01, "
+            "data.batch_size: 64}]'` (see [Study control](#study-control))", wanted="a list of parameter sets"),
+    Setting("warm_start.study", "custom", None, "also try first the best `top` complete trials of this study",
+            wanted="a study name", null="-", valid=lambda v: isinstance(v, str) and bool(v)),
+    Setting("warm_start.top", "int", 5, "how many of its best complete trials", low=1),
+    Setting("warm_start.storage", "custom", None, "its Optuna storage", wanted="a storage URL",
+            null="this study's storage, else its local journal", valid=lambda v: isinstance(v, str) and bool(v)),
+    Setting("patience", "int", None, "stop when the last `patience` finished trials brought no improvement of "
+            "at least `min_delta`", low=1, null="never", example="search.patience=10"),
+    Setting("min_delta", "number", 0.0, "the improvement that counts for `patience`", low=0,
+            example="search.min_delta=0.001"),
+    Setting("trial_timeout", "number", None, "seconds of training per trial: a trial still training then "
+            "stops, PRUNED with `pruned_by=trial_timeout`", unit="seconds", low=0, above=True, null="no limit",
+            example="search.trial_timeout=600"),
+    Setting("epoch_budget", "int", None, "no new trial starts once all trials together trained this many "
+            "epochs", low=1, null="no budget", example="search.epoch_budget=200"),
+    Setting("params", "custom", {}, "the search space: config key → space (see [Search spaces](#search-spaces)); "
+            "a config group, `search/params=lr_batch`", wanted="a mapping of config keys to search spaces",
+            shown="`lr_batch`"),
+    Setting("sampler", "custom", "tpe", "a config group (below)", wanted="a sampler config", shown="`tpe`"),
+    Setting("pruner", "custom", "median", "a config group (below)", wanted="a pruner config", shown="`median`"),
+    Setting("launcher", "custom", "local", "a config group: `local`, `slurm` or `kubernetes` (see [Run on a "
+            "SLURM cluster](#run-on-a-slurm-cluster))", wanted="a launcher config", shown="`local`"),
+])
+
+
 def parse_settings(
     search: DictConfig,
     choices: dict[str, str] | None = None,
     monitor: str | None = None,
     monitor_mode: str | None = None,
 ) -> SearchSettings:
-    """Check every ``search.*`` key and build :class:`SearchSettings`; all problems at once.
+    """Check every ``search.*`` key against :data:`SEARCH` and build
+    :class:`SearchSettings`; all problems at once.
 
     ``search.direction: null`` takes each metric's direction from ``monitor_mode`` (for
     the monitored metric) or from its name (loss, mae … minimise; acc, f1, r2 … maximise).
     """
     problems: list[str] = []
     undirected: tuple[str, ...] = ()
-    raw = OmegaConf.to_container(search, resolve=True)
-    assert isinstance(raw, dict)
-    known = {
-        "n_trials", "timeout", "metric", "direction", "study_name", "storage", "workers", "seed",
-        "max_failure_rate", "retries", "force", "register_model", "params", "sampler", "pruner",
-        "cv", "threads", "heartbeat_timeout", "enqueue", "warm_start", "patience", "min_delta",
-        "trial_timeout", "epoch_budget", "allow_repeats", "launcher",
-    }  # fmt: skip
-    for key in sorted(set(raw) - known):
-        problems.append(f"search.{key}: unknown key; known keys are {', '.join(sorted(known))}")
-
-    def integer(key: str, low: int, fix: str) -> int:
-        value = raw.get(key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            problems.append(f"search.{key} must be an integer >= {low}, got {value!r}; e.g. {fix}")
-            return low
-        return value
-
-    n_trials = integer("n_trials", 1, "search.n_trials=20")
-    workers = integer("workers", 1, "search.workers=2")
-    retries = integer("retries", 0, "search.retries=1")
-    threads = raw.get("threads")
-    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
-        problems.append(f"search.threads must be an integer >= 1 or null (chosen per machine), got {threads!r}; "
-                        "e.g. search.threads=1")
-        threads = None
-    timeout = raw.get("timeout")
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
-        problems.append(f"search.timeout must be a number of seconds > 0 or null, got {timeout!r}")
-        timeout = None
-    beat = raw.get("heartbeat_timeout", 60.0)
-    if isinstance(beat, bool) or not isinstance(beat, (int, float)) or beat < 5:
-        problems.append(f"search.heartbeat_timeout must be a number of seconds >= 5, got {beat!r}; "
-                        "e.g. search.heartbeat_timeout=60")
-        beat = 60.0
-    seed = raw.get("seed")
-    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-        problems.append(f"search.seed must be an integer or null, got {seed!r}")
-        seed = None
-    rate = raw.get("max_failure_rate")
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
-        problems.append(f"search.max_failure_rate must be between 0 and 1, got {rate!r}")
-        rate = 0.5
+    raw = as_dict(search)
+    assert raw is not None
+    SEARCH.unknown(raw, problems)
+    cv, warm = raw.get("cv") or {}, raw.get("warm_start") or {}
+    if not isinstance(cv, dict) or set(cv) - {"folds"}:
+        problems.append(f"search.cv must be a mapping with one key, folds; got {cv!r}; e.g. search.cv.folds=5")
+        raw["cv"] = {}
+    if not isinstance(warm, dict) or set(warm) - {"study", "top", "storage"}:
+        problems.append(f"search.warm_start must be a mapping of study, top and storage, got {warm!r}; "
+                        "e.g. search.warm_start.study=digits-mlp search.warm_start.top=5")
+        raw["warm_start"] = {}
+    v = SEARCH.values(raw, problems)
+    if v["study_name"] is None:  # null means "from the experiment", filled in by the command
+        problems.append(SEARCH["study_name"].problem(SEARCH.prefix, None).replace(" or null", ""))
     metrics = _as_tuple(raw.get("metric"))
     directions = _as_tuple(raw.get("direction"))
     if raw.get("direction") is None and metrics and all(isinstance(m, str) and m for m in metrics):
@@ -274,43 +314,7 @@ def parse_settings(
             f"search.direction must be maximize or minimize, one per metric ({len(metrics)}), "
             f"got {raw.get('direction')!r}"
         )
-    name = raw.get("study_name")
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name):
-        problems.append(
-            f"search.study_name must be 1-100 letters, digits, '.', '_' or '-', got {name!r}; "
-            "e.g. search.study_name=digits-cnn"
-        )
-    storage = raw.get("storage")
-    if storage is not None and (not isinstance(storage, str) or not storage):
-        problems.append(f"search.storage must be a storage URL or null, got {storage!r}")
-    for key in ("force", "register_model", "allow_repeats"):
-        if not isinstance(raw.get(key, False), bool):
-            problems.append(f"search.{key} must be true or false, got {raw.get(key)!r}")
-    cv = raw.get("cv") or {}
-    folds = cv.get("folds", 1) if isinstance(cv, dict) else None
-    if not isinstance(cv, dict) or set(cv) - {"folds"}:
-        problems.append(f"search.cv must be a mapping with one key, folds; got {cv!r}; e.g. search.cv.folds=5")
-        folds = 1
-    elif not isinstance(folds, int) or isinstance(folds, bool) or folds < 1:
-        problems.append(f"search.cv.folds must be an integer >= 1 (1: no cross-validation), got {folds!r}")
-        folds = 1
-    def optional_number(key: str, fix: str, integer_only: bool = False) -> Any:
-        value = raw.get(key)
-        wrong = isinstance(value, bool) or not isinstance(value, int if integer_only else (int, float))
-        if value is not None and (wrong or value <= 0):
-            kind = "an integer >= 1" if integer_only else "a number > 0"
-            problems.append(f"search.{key} must be {kind} or null, got {value!r}; e.g. {fix}")
-            return None
-        return value
-
-    patience = optional_number("patience", "search.patience=10", integer_only=True)
-    trial_timeout = optional_number("trial_timeout", "search.trial_timeout=600")
-    epoch_budget = optional_number("epoch_budget", "search.epoch_budget=200", integer_only=True)
-    min_delta = raw.get("min_delta", 0.0)
-    if isinstance(min_delta, bool) or not isinstance(min_delta, (int, float)) or min_delta < 0:
-        problems.append(f"search.min_delta must be a number >= 0, got {min_delta!r}; e.g. search.min_delta=0.001")
-        min_delta = 0.0
-    if patience is not None and len(metrics) > 1:
+    if v["patience"] is not None and len(metrics) > 1:
         problems.append("search.patience: a multi-objective study has no single best value to watch; "
                         "drop search.patience or optimise one metric")
     enqueue = raw.get("enqueue") or []
@@ -318,22 +322,6 @@ def parse_settings(
         problems.append(f"search.enqueue must be a list of parameter sets, got {enqueue!r}; e.g. "
                         "search.enqueue='[{optimizer.lr: 0.01, data.batch_size: 64}]'")
         enqueue = []
-    warm = raw.get("warm_start") or {}
-    warm_study, warm_top, warm_storage = None, 5, None
-    if not isinstance(warm, dict) or set(warm) - {"study", "top", "storage"}:
-        problems.append(f"search.warm_start must be a mapping of study, top and storage, got {warm!r}; "
-                        "e.g. search.warm_start.study=digits-mlp search.warm_start.top=5")
-    else:
-        warm_study, warm_top, warm_storage = warm.get("study"), warm.get("top", 5), warm.get("storage")
-        if warm_study is not None and (not isinstance(warm_study, str) or not warm_study):
-            problems.append(f"search.warm_start.study must be a study name or null, got {warm_study!r}")
-            warm_study = None
-        if not isinstance(warm_top, int) or isinstance(warm_top, bool) or warm_top < 1:
-            problems.append(f"search.warm_start.top must be an integer >= 1, got {warm_top!r}")
-            warm_top = 5
-        if warm_storage is not None and (not isinstance(warm_storage, str) or not warm_storage):
-            problems.append(f"search.warm_start.storage must be a storage URL or null, got {warm_storage!r}")
-            warm_storage = None
     launcher = parse_launcher(raw.get("launcher"), problems)
     params = raw.get("params")
     if not isinstance(params, dict) or not params:
@@ -341,36 +329,36 @@ def parse_settings(
         params = {}
     if problems:
         raise ConfigError(problems)
-    assert isinstance(name, str)  # else a problem above
     choices = choices or {}
+    number = lambda key: float(v[key]) if v[key] is not None else None  # noqa: E731
     return SearchSettings(
-        n_trials=n_trials,
-        timeout=float(timeout) if timeout is not None else None,
+        n_trials=v["n_trials"],
+        timeout=number("timeout"),
         metrics=tuple(metrics),
         directions=tuple(directions),
-        study_name=name,
-        storage=storage,
-        workers=workers,
-        threads=threads,
-        seed=seed,
-        max_failure_rate=float(rate),
-        retries=retries,
-        heartbeat_timeout=float(beat),
-        force=raw["force"],
-        register_model=raw["register_model"],
-        allow_repeats=bool(raw.get("allow_repeats", False)),
-        cv_folds=folds,
+        study_name=v["study_name"],
+        storage=v["storage"],
+        workers=v["workers"],
+        threads=v["threads"],
+        seed=v["seed"],
+        max_failure_rate=float(v["max_failure_rate"]),
+        retries=v["retries"],
+        heartbeat_timeout=float(v["heartbeat_timeout"]),
+        force=v["force"],
+        register_model=v["register_model"],
+        allow_repeats=v["allow_repeats"],
+        cv_folds=v["cv.folds"],
         sampler_name=choices.get("search/sampler", "custom"),
         pruner_name=choices.get("search/pruner", "custom"),
         params=params,
         enqueue=tuple(enqueue),
-        warm_start_study=warm_study,
-        warm_start_top=warm_top,
-        warm_start_storage=warm_storage,
-        patience=patience,
-        min_delta=float(min_delta),
-        trial_timeout=float(trial_timeout) if trial_timeout is not None else None,
-        epoch_budget=epoch_budget,
+        warm_start_study=v["warm_start.study"],
+        warm_start_top=v["warm_start.top"],
+        warm_start_storage=v["warm_start.storage"],
+        patience=v["patience"],
+        min_delta=float(v["min_delta"]),
+        trial_timeout=number("trial_timeout"),
+        epoch_budget=v["epoch_budget"],
         undirected=undirected,
         launcher=launcher,
     )

@@ -25,7 +25,7 @@ from sweeper.config import composed_form, redacted, without_password
 from sweeper.errors import SweeperError
 from sweeper.search.checks import check_basics, checked
 from sweeper.search.control import enqueue_points, stop_reason
-from sweeper.search.finish import finish, report_finished
+from sweeper.search.finish import StudyEnd, finish, report_finished
 from sweeper.search.launch import trial_devices
 from sweeper.search.plan import SweepPlan
 from sweeper.search.processes import WorkerPool, worker_envs, worker_threads
@@ -89,14 +89,16 @@ def _ended(code: int) -> str:
 
 def run_sweep(
     cfg: DictConfig, choices: dict[str, str], overrides: list[str], sources: list[dict[str, str]],
-    argv: list[str] | None = None, dry_run: bool = False,
+    argv: list[str] | None = None, dry_run: bool = False, end: StudyEnd | None = None,
 ) -> int:
     """Run (or resume) the study described by a composed ``sweep.yaml`` config; with
     ``dry_run``, check it and print its plan instead (:mod:`.dry_run`), creating nothing.
 
     ``sources`` is the Hydra search path it was composed with; workers compose from it.
     The workers start first and load their libraries while the sweep is checked and
-    its study opened; they are ended unused if it never begins. With a remote
+    its study opened; they are ended unused if it never begins. ``end``: what is done
+    with the finished study's best trial and its plots, once per study (the command's
+    :data:`sweeper.best_model.STEPS`); without it, neither is made. With a remote
     ``search.launcher`` (SLURM, Kubernetes) the workers are jobs running ``argv`` (the
     command's own arguments) instead, submitted once the study exists.
     """
@@ -123,7 +125,7 @@ def run_sweep(
             # sweep is checked here; they are cancelled, their files removed, if it never begins.
             early = submit_slurm(argv or [], settings, cfg.trainer, study_folder(settings.study_name))
         try:
-            return _run_sweep(cfg, choices, overrides, sources, settings, None, 1, argv or [], early)
+            return _run_sweep(cfg, choices, overrides, sources, settings, None, 1, argv or [], end, early)
         finally:
             if early is not None and not early[0].handed_over:
                 early[0].withdraw()
@@ -134,14 +136,15 @@ def run_sweep(
                       warm_up={"overrides": without_searchpath(overrides), "sources": sources,
                                "tracking_store_exists": bool(cfg.tracking.enabled) and store_exists(cfg.tracking.uri)})
     try:
-        return _run_sweep(cfg, choices, overrides, sources, settings, pool, threads, argv or [])
+        return _run_sweep(cfg, choices, overrides, sources, settings, pool, threads, argv or [], end)
     finally:
         pool.close()
 
 
 def _run_sweep(
     cfg: DictConfig, choices: dict[str, str], overrides: list[str], sources: list[dict[str, str]],
-    settings: SearchSettings, pool: WorkerPool | None, threads: int, argv: list[str], early: Any = None,
+    settings: SearchSettings, pool: WorkerPool | None, threads: int, argv: list[str], end: StudyEnd | None,
+    early: Any = None,
 ) -> int:
     space, base, n_trials, points = checked(cfg, overrides, settings, devices=pool is not None)
     study_dir = study_folder(settings.study_name)
@@ -272,7 +275,7 @@ def _run_sweep(
                 say("")  # another machine finished these very trials a moment ago
                 report_finished(study, settings, space, storage_url, n_trials, stop, by_another=True)
             else:
-                finish(study, plan, tracker, space, outcome)
+                finish(study, plan, tracker, space, outcome, end)
                 if outcome in STUDY_ENDS:
                     study.set_user_attr(FINISHED_ATTR, outcome)
                     study.set_user_attr(FINISHED_DONE_ATTR, done)

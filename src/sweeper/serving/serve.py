@@ -12,11 +12,10 @@ import re
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from typing import Any
 
 from sweeper.errors import SweeperError
+from sweeper.servers import loopback, stop, wait_until_answers
 from sweeper.serving.app import DEFAULT_MAX_REQUEST_MB, LIMIT_ENV, MODEL_ENV, limit_bytes
 
 RUN_ID = re.compile(r"[0-9a-f]{32}")
@@ -48,17 +47,7 @@ def resolve_model(client: Any, target: str) -> str:
 
 
 def wait_for_ping(base: str, proc: subprocess.Popen[bytes], timeout: float = 180.0) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise SweeperError(f"the model server exited at start (code {proc.returncode}); is the port taken?")
-        try:
-            with urllib.request.urlopen(f"{base}/ping", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.5)
-    raise SweeperError(f"the model server did not answer on {base} within {timeout:.0f}s")
+    wait_until_answers(f"{base}/ping", proc, "model server", timeout)
 
 
 def start(model_uri: str, tracking_uri: str, host: str, port: int,
@@ -101,16 +90,22 @@ MAX_REQUEST_ENV = "SWEEPER_SERVE_MAX_REQUEST_MB"
 
 
 def max_request_mb(given: float | None) -> float:
-    """``--max-request-mb``, else ``$SWEEPER_SERVE_MAX_REQUEST_MB``, else the default."""
+    """``--max-request-mb``, else ``$SWEEPER_SERVE_MAX_REQUEST_MB``, else the default
+    (MB of 2**20 bytes); checked before anything is read or started."""
     if given is not None:
+        if not given > 0:
+            raise SweeperError(f"--max-request-mb {given:g}: give a positive number of MB, e.g. 5")
         return given
     raw = os.environ.get(MAX_REQUEST_ENV)
     if not raw:
         return DEFAULT_MAX_REQUEST_MB
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
-        raise SweeperError(f"{MAX_REQUEST_ENV}={raw!r}: give a number of MB, e.g. 5") from None
+        value = float("nan")
+    if not value > 0:
+        raise SweeperError(f"{MAX_REQUEST_ENV}={raw!r}: give a positive number of MB, e.g. 5")
+    return value
 
 
 def serve(target: str, tracking_uri: str, host: str, port: int,
@@ -118,18 +113,15 @@ def serve(target: str, tracking_uri: str, host: str, port: int,
     from mlflow.tracking import MlflowClient
 
     from sweeper import signals
-    from sweeper.reports.ui import _loopback, stop_server
     from sweeper.tracking.stores import require_store
 
     signals.install()  # SIGTERM stops the server as Ctrl-C does
     require_store(tracking_uri, "--tracking-uri", "run `sweeper sweep` here first, or pass --tracking-uri")
     client = MlflowClient(tracking_uri=tracking_uri)
     model_uri = resolve_model(client, target)
-    if not _loopback(host):
+    if not loopback(host):
         print(f"warning: binding to {host} makes the model reachable from your network", file=sys.stderr)
     body, note = example_request(client, model_uri)
-    if not max_request_mb > 0:
-        raise SweeperError(f"--max-request-mb must be a positive number, got {max_request_mb}")
     proc = start(model_uri, tracking_uri, host, port, max_request_mb)
     try:
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
@@ -147,4 +139,4 @@ def serve(target: str, tracking_uri: str, host: str, port: int,
         print("\nstopping the model server", file=sys.stderr)
         return signals.exit_code() if signals.terminated() else 0
     finally:
-        stop_server(proc)
+        stop(proc)

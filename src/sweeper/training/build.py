@@ -97,12 +97,12 @@ def _retarget(value: Any, package: str) -> Any:
     return out
 
 
-def _plain(value: Any) -> bool:
+def _no_targets(value: Any) -> bool:
     """Only dicts, lists and scalars, no nested ``_target_``."""
     if isinstance(value, dict):
-        return "_target_" not in value and all(_plain(v) for v in value.values())
+        return "_target_" not in value and all(_no_targets(v) for v in value.values())
     if isinstance(value, list):
-        return all(_plain(v) for v in value)
+        return all(_no_targets(v) for v in value)
     return value is None or isinstance(value, (bool, int, float, str))
 
 
@@ -114,7 +114,7 @@ def _plain_call(node: DictConfig, target: Any, kwargs: dict[str, Any]) -> Any:
         return None
 
     args = {k: v for k, v in data.items() if not k.startswith("_")}
-    if not _plain(args):
+    if not _no_targets(args):
         return None
     if data.get("_partial_"):
         return lambda: functools.partial(target, **args, **kwargs)
@@ -222,7 +222,7 @@ def plain_spec(node: DictConfig, extra: Mapping[str, Any]) -> dict[str, Any] | N
         return None
 
     kwargs = {k: v for k, v in data.items() if k != "_target_"}
-    if any(k.startswith("_") for k in kwargs) or not _plain(kwargs):
+    if any(k.startswith("_") for k in kwargs) or not _no_targets(kwargs):
         return None
     return {"_target_": data["_target_"], **kwargs, **extra}
 

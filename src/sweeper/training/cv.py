@@ -17,8 +17,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from sweeper.signals import interrupt_reason
-from sweeper.training.run import TrainResult, family, run_training
+from sweeper.training.lifecycle import lived, start_run
+from sweeper.training.run import TrainResult, run_training
 
 
 def run_cv(
@@ -52,25 +52,18 @@ def run_cv(
     (output_dir / "config.yaml").write_text(yaml.safe_dump(resolved(cfg), sort_keys=False))
     tracker = run_id = None
     if track and cfg.tracking.enabled:
-        from sweeper.tracking.mlflow import process_git_commit, shared_tracker
         from sweeper.tracking.params import flatten
 
-        tracker = shared_tracker(cfg.tracking.uri, cfg.tracking.experiment)
-        run_id = tracker.start_run(
-            run_name or f"{family(cfg)}-cv-{time.strftime('%Y%m%d-%H%M%S')}",
-            {"model_family": family(cfg), "mlflow.source.git.commit": process_git_commit(),
-             "mlflow.source.name": "sweeper sweep", "cv_folds": folds, **(tags or {})},
-            parent_run_id,
-        )  # fmt: skip
-        if run_started is not None:
-            run_started(run_id)
+        tracker, run_id = start_run(cfg, run_name, "cv-", {"mlflow.source.name": "sweeper sweep",
+                                                           "cv_folds": folds, **(tags or {})},
+                                    parent_run_id, run_started)
         tracker.log_params(run_id, {**dict(choices or {}), **flatten(resolved(cfg))})
 
     started = time.perf_counter()
     scores: list[float] = []
     last: TrainResult | None = None
-    status, state, reason = "FAILED", "FAILED", None
-    try:
+    state, reason = "FAILED", None
+    with lived(tracker, run_id, record_state, wait=False) as life:
         for index in range(folds):
             last = run_training(
                 cfg,
@@ -108,7 +101,7 @@ def run_cv(
             tracker.log_metrics(run_id, summary, step=len(scores))
             tracker.set_tags(run_id, {"folds_run": len(scores),
                                       **({"state": state, "prune_reason": reason} if record_state else {})})
-        status = "FINISHED"
+        life.finished()
         return TrainResult(
             run_id=run_id,
             monitor=cfg.monitor,
@@ -121,15 +114,3 @@ def run_cv(
             pruned=state == "PRUNED",
             prune_reason=reason,
         )
-    except KeyboardInterrupt:
-        status = "KILLED"
-        if tracker is not None and run_id is not None and record_state:
-            tracker.set_tags(run_id, {"state": "FAILED", "failure_reason": interrupt_reason()})
-        raise
-    except Exception as exc:
-        if tracker is not None and run_id is not None and record_state:
-            tracker.set_tags(run_id, {"state": "FAILED", "failure_reason": f"{type(exc).__name__}: {exc}"[:5000]})
-        raise
-    finally:
-        if tracker is not None and run_id is not None and record_state:
-            tracker.end_run(run_id, status, wait=False)

@@ -10,7 +10,6 @@ import contextlib
 import logging
 import math
 import os
-import signal
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -24,16 +23,15 @@ from omegaconf import DictConfig, OmegaConf
 from sweeper.config import resolved, validate_train_config
 from sweeper.errors import ConfigError, DivergedError, SweeperError
 from sweeper.lightning_packages import adopt, class_path, fabric, load, rebase
-from sweeper.paths import project_dir
-from sweeper.signals import interrupt_reason
+from sweeper.paths import DDP_CONFIG_ENV, project_dir
 from sweeper.training.build import build_datamodule, build_module, instantiate, lightning_package
+from sweeper.training.lifecycle import lived, start_run
 from sweeper.training.quiet import quiet_lightning
 
 log = logging.getLogger(__name__)
 
 # Set by the rank-0 process of a DDP run; Lightning re-runs the command line in the other
 # ranks, and the CLI sees this variable there and trains this exact config instead.
-DDP_CONFIG_ENV = "SWEEPER_DDP_CONFIG"
 
 
 
@@ -113,11 +111,6 @@ def _is_rank_zero() -> bool:
     return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
 
 
-def family(cfg: DictConfig) -> str:
-    """Model family, e.g. ``cnn`` for ``sweeper.models.CNN``."""
-    return str(cfg.model._target_).rsplit(".", 1)[-1].lower()
-
-
 def run_training(
     cfg: DictConfig,
     output_dir: str | Path,
@@ -188,172 +181,138 @@ def run_training(
 
     tracker = run_id = None
     if track and cfg.tracking.enabled and _is_rank_zero():
-        from sweeper.tracking.mlflow import process_git_commit, shared_tracker
         from sweeper.tracking.params import flatten
         from sweeper.training.logger import MlflowLogger
 
-        tracker = shared_tracker(cfg.tracking.uri, cfg.tracking.experiment)
-        name = run_name or cfg.tracking.run_name or f"{family(cfg)}-{time.strftime('%Y%m%d-%H%M%S')}"
-        run_tags = {
-            "model_family": family(cfg),
+        tracker, run_id = start_run(cfg, run_name or cfg.tracking.run_name, "", {
             "model_class": built.net_class,
             "data_class": class_path(datamodule),
             "task": built.task,
-            "mlflow.source.git.commit": process_git_commit(),
-            "mlflow.source.name": "sweeper train",
             "output_dir": str(output_dir),
             "project_dir": str(project_dir()),  # where the run's own modules can be imported from
             **(tags or {}),
-        }
-        run_id = tracker.start_run(name, run_tags, parent_run_id)
-        if run_started is not None:
-            run_started(run_id)
+        }, parent_run_id, run_started)
 
     started = time.perf_counter()
     saved_env = {k: os.environ.get(k) for k in _DDP_ENV}
-    status = "FAILED"
     num_parameters = sum(p.numel() for p in module.parameters())
     previous_env = os.environ.get(DDP_CONFIG_ENV)
-    try:
-        if tracker is not None and run_id is not None:
-            params = {**(choices or {}), **flatten(plain)}
-            params["model.num_parameters"] = num_parameters
-            if getattr(datamodule, "input_shape", None) is not None:
-                params["data.input_shape"] = str(list(datamodule.input_shape))
-            tracker.log_params(run_id, params)
-        checkpoint = pl.callbacks.ModelCheckpoint(
-            dirpath=output_dir / "checkpoints",
-            filename="best",
-            monitor=cfg.monitor,
-            mode=cfg.monitor_mode,
-            save_top_k=1,
-            save_last=resume is not None or own_processes,  # what a retry continues from
-            enable_version_counter=False,
-        ) if cfg.checkpoint else None
-        if resume is not None and checkpoint is not None:
-            resume.carry_best(checkpoint)
-        trainer_callbacks = [*callbacks, *([checkpoint] if checkpoint else [])]
-        logger = rebase(MlflowLogger, package)(tracker, run_id) if tracker is not None and run_id else False
-        if own_processes or _slurm_single_task():
-            # sweeper (or a one-task SLURM job) starts this process; Lightning starts the
-            # other DDP ranks itself instead of expecting srun to have started them
-            environment = fabric(package).plugins.environments.LightningEnvironment
-            extra = {"plugins": [environment()]} if "plugins" not in cfg.trainer else {}
-        else:
-            extra = {}
-        trainer = instantiate(
-            cfg.trainer,
-            "trainer",
-            package=package,
-            **extra,
-            logger=logger,
-            callbacks=trainer_callbacks,
-            enable_checkpointing=checkpoint is not None,
-            enable_progress_bar=bool(cfg.progress_bar) and sys.stderr.isatty(),
-            enable_model_summary=False,
-            use_distributed_sampler=False,  # the data modules shard batches themselves
-            default_root_dir=str(output_dir),
-        )
-        if trainer.world_size > 1 and _is_rank_zero():
-            ddp_file = output_dir / "ddp_config.yaml"
-            monitors = [getattr(cb, "monitor", None) for cb in callbacks if hasattr(cb, "pruned")]
-            ddp_file.write_text(yaml.safe_dump(
-                {"cfg": plain, "output_dir": str(output_dir),
-                 "prune_monitor": monitors[0] if monitors else None,
-                 "fold": list(fold) if fold else None,
-                 "resume": resume.checkpoint if resume is not None else None,
-                 "own_processes": own_processes},
-                sort_keys=False,
-            ))
-            os.environ[DDP_CONFIG_ENV] = str(ddp_file)
-        if resume is not None:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=resume.checkpoint, weights_only=True)
-        else:
-            trainer.fit(module, datamodule=datamodule)
-        if trainer.interrupted:
-            raise KeyboardInterrupt
-        if hasattr(module, "check_diverged"):
-            try:
-                module.check_diverged()
-            except DivergedError as exc:
-                exc.duration_s = time.perf_counter() - started
-                raise
-        pruner = next((cb for cb in callbacks if getattr(cb, "pruned", False)), None)
-        fit_metrics = _scalars(trainer.callback_metrics)
-        best_path = checkpoint.best_model_path if checkpoint else None
-        if resume is not None and best_path:
-            best_path = resume.local_best(best_path)
-        best_score = (
-            float(checkpoint.best_model_score)
-            if checkpoint is not None and checkpoint.best_model_score is not None
-            else fit_metrics.get(cfg.monitor)
-        )
-        test_metrics: dict[str, float] = {}
-        if cfg.test and pruner is None:
-            trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
-            test_metrics = {
-                k: v for k, v in _scalars(trainer.callback_metrics).items() if k.startswith("test/")
-            }
-        epochs = trainer.current_epoch
-        if tracker is not None and run_id is not None:
-            summary = {**test_metrics}
-            if best_score is not None and math.isfinite(best_score):
-                summary[f"best/{cfg.monitor}"] = best_score
-            tracker.log_metrics(run_id, summary, step=epochs)
-            tracker.set_tags(run_id, {  # one write with the summary metrics
-                "epochs": epochs,
-                **({"state": "PRUNED" if pruner is not None else "COMPLETE",
-                    "prune_reason": getattr(pruner, "reason", None)} if record_state else {}),
-            })
-            tracker.log_artifact(run_id, output_dir / "config.yaml")
-            if best_path and cfg.tracking.log_checkpoint:
-                tracker.log_artifact(run_id, best_path, "checkpoints")
-        status = "FINISHED"
-        return TrainResult(
-            run_id=run_id,
-            monitor=cfg.monitor,
-            best_score=best_score,
-            best_checkpoint=best_path,
-            epochs=epochs,
-            test_metrics=test_metrics,
-            metrics=fit_metrics,
-            duration_s=time.perf_counter() - started,
-            num_parameters=num_parameters,
-            pruned=pruner is not None,
-            prune_reason=getattr(pruner, "reason", None),
-            timed_out=bool(getattr(pruner, "timed_out", False)),
-        )
-    except KeyboardInterrupt:
-        status = "KILLED"
-        if tracker is not None and run_id is not None and record_state:
-            tracker.set_tags(run_id, {"state": "FAILED", "failure_reason": interrupt_reason()})
-        raise
-    except SystemExit as exc:
-        # Lightning turns Ctrl-C (and SIGTERM, see sweeper.signals) into sys.exit(1) after
-        # its own clean-up (and ignores further Ctrl-C); report it as the interrupt it was.
-        status = "KILLED"
-        if tracker is not None and run_id is not None and record_state:
-            tracker.set_tags(run_id, {"state": "FAILED", "failure_reason": interrupt_reason()})
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        raise KeyboardInterrupt from exc
-    except SweeperError as exc:
-        if tracker is not None and run_id is not None and record_state:
-            tracker.set_tags(run_id, {"state": "FAILED", "failure_reason": str(exc)[:5000]})
-        raise
-    except Exception as exc:
-        if tracker is not None and run_id is not None and record_state:
-            tracker.set_tags(
-                run_id, {"state": "FAILED", "failure_reason": f"{type(exc).__name__}: {exc}"[:5000]}
+    with lived(tracker, run_id, record_state, wait_for_tracking) as life:
+        try:
+            if tracker is not None and run_id is not None:
+                params = {**(choices or {}), **flatten(plain)}
+                params["model.num_parameters"] = num_parameters
+                if getattr(datamodule, "input_shape", None) is not None:
+                    params["data.input_shape"] = str(list(datamodule.input_shape))
+                tracker.log_params(run_id, params)
+            checkpoint = pl.callbacks.ModelCheckpoint(
+                dirpath=output_dir / "checkpoints",
+                filename="best",
+                monitor=cfg.monitor,
+                mode=cfg.monitor_mode,
+                save_top_k=1,
+                save_last=resume is not None or own_processes,  # what a retry continues from
+                enable_version_counter=False,
+            ) if cfg.checkpoint else None
+            if resume is not None and checkpoint is not None:
+                resume.carry_best(checkpoint)
+            trainer_callbacks = [*callbacks, *([checkpoint] if checkpoint else [])]
+            logger = rebase(MlflowLogger, package)(tracker, run_id) if tracker is not None and run_id else False
+            if own_processes or _slurm_single_task():
+                # sweeper (or a one-task SLURM job) starts this process; Lightning starts the
+                # other DDP ranks itself instead of expecting srun to have started them
+                environment = fabric(package).plugins.environments.LightningEnvironment
+                extra = {"plugins": [environment()]} if "plugins" not in cfg.trainer else {}
+            else:
+                extra = {}
+            trainer = instantiate(
+                cfg.trainer,
+                "trainer",
+                package=package,
+                **extra,
+                logger=logger,
+                callbacks=trainer_callbacks,
+                enable_checkpointing=checkpoint is not None,
+                enable_progress_bar=bool(cfg.progress_bar) and sys.stderr.isatty(),
+                enable_model_summary=False,
+                use_distributed_sampler=False,  # the data modules shard batches themselves
+                default_root_dir=str(output_dir),
             )
-        raise
-    finally:
-        if previous_env is None:
-            os.environ.pop(DDP_CONFIG_ENV, None)
-        else:
-            os.environ[DDP_CONFIG_ENV] = previous_env
-        _end_process_group(saved_env)
-        if tracker is not None and run_id is not None and record_state:
-            tracker.end_run(run_id, status, wait=wait_for_tracking or status != "FINISHED")
+            if trainer.world_size > 1 and _is_rank_zero():
+                ddp_file = output_dir / "ddp_config.yaml"
+                monitors = [getattr(cb, "monitor", None) for cb in callbacks if hasattr(cb, "pruned")]
+                ddp_file.write_text(yaml.safe_dump(
+                    {"cfg": plain, "output_dir": str(output_dir),
+                     "prune_monitor": monitors[0] if monitors else None,
+                     "fold": list(fold) if fold else None,
+                     "resume": resume.checkpoint if resume is not None else None,
+                     "own_processes": own_processes},
+                    sort_keys=False,
+                ))
+                os.environ[DDP_CONFIG_ENV] = str(ddp_file)
+            if resume is not None:
+                trainer.fit(module, datamodule=datamodule, ckpt_path=resume.checkpoint, weights_only=True)
+            else:
+                trainer.fit(module, datamodule=datamodule)
+            if trainer.interrupted:
+                raise KeyboardInterrupt
+            if hasattr(module, "check_diverged"):
+                try:
+                    module.check_diverged()
+                except DivergedError as exc:
+                    exc.duration_s = time.perf_counter() - started
+                    raise
+            pruner = next((cb for cb in callbacks if getattr(cb, "pruned", False)), None)
+            fit_metrics = _scalars(trainer.callback_metrics)
+            best_path = checkpoint.best_model_path if checkpoint else None
+            if resume is not None and best_path:
+                best_path = resume.local_best(best_path)
+            best_score = (
+                float(checkpoint.best_model_score)
+                if checkpoint is not None and checkpoint.best_model_score is not None
+                else fit_metrics.get(cfg.monitor)
+            )
+            test_metrics: dict[str, float] = {}
+            if cfg.test and pruner is None:
+                trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
+                test_metrics = {
+                    k: v for k, v in _scalars(trainer.callback_metrics).items() if k.startswith("test/")
+                }
+            epochs = trainer.current_epoch
+            if tracker is not None and run_id is not None:
+                summary = {**test_metrics}
+                if best_score is not None and math.isfinite(best_score):
+                    summary[f"best/{cfg.monitor}"] = best_score
+                tracker.log_metrics(run_id, summary, step=epochs)
+                tracker.set_tags(run_id, {  # one write with the summary metrics
+                    "epochs": epochs,
+                    **({"state": "PRUNED" if pruner is not None else "COMPLETE",
+                        "prune_reason": getattr(pruner, "reason", None)} if record_state else {}),
+                })
+                tracker.log_artifact(run_id, output_dir / "config.yaml")
+                if best_path and cfg.tracking.log_checkpoint:
+                    tracker.log_artifact(run_id, best_path, "checkpoints")
+            life.finished()
+            return TrainResult(
+                run_id=run_id,
+                monitor=cfg.monitor,
+                best_score=best_score,
+                best_checkpoint=best_path,
+                epochs=epochs,
+                test_metrics=test_metrics,
+                metrics=fit_metrics,
+                duration_s=time.perf_counter() - started,
+                num_parameters=num_parameters,
+                pruned=pruner is not None,
+                prune_reason=getattr(pruner, "reason", None),
+                timed_out=bool(getattr(pruner, "timed_out", False)),
+            )
+        finally:
+            if previous_env is None:
+                os.environ.pop(DDP_CONFIG_ENV, None)
+            else:
+                os.environ[DDP_CONFIG_ENV] = previous_env
+            _end_process_group(saved_env)
 
 
 # What a DDP launch leaves in the launching process; the next run (the next trial of a
