@@ -26,6 +26,82 @@ FAST = [
 ]
 
 
+def in_process(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``sweeper ARGS`` in ``cwd``, run by this interpreter: the same ``main()`` as the
+    command, its exit code and its output, without an interpreter's start-up and imports.
+    For commands that end in this process (refusals, dry runs, reports, one training run);
+    what a command starts (workers, servers) are still processes of their own. What the
+    command changes in this process is put back: working directory, environment, import
+    path and the user's modules, signal handlers, trust, logging, warnings."""
+    import contextlib
+    import io
+    import logging
+    import signal
+    import warnings
+
+    from sweeper import signals, trust
+    from sweeper.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    saved = (os.getcwd(), dict(os.environ), list(sys.path), list(sys.argv), set(trust._trusted),
+             list(signals._received), set(sys.modules))
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)}
+    root = logging.getLogger()
+    logging_state = (list(root.handlers), root.level)
+    _forget_stores()  # a relative store URI (sqlite:///mlflow.db) means this cwd's file
+    try:
+        os.chdir(cwd)
+        os.environ.pop("SWEEPER_DDP_CONFIG", None)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                code = main(list(args))
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        _forget_stores()
+        os.chdir(saved[0])
+        os.environ.clear()
+        os.environ.update(saved[1])
+        sys.path[:] = saved[2]
+        sys.argv[:] = saved[3]
+        trust._trusted.clear()
+        trust._trusted.update(saved[4])
+        signals._received[:] = saved[5]
+        here = str(Path(cwd).resolve())
+        for name in set(sys.modules) - saved[6]:  # the user's own modules, imported from cwd
+            if str(getattr(sys.modules[name], "__file__", None) or "").startswith(here):
+                del sys.modules[name]
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+        root.handlers[:] = logging_state[0]
+        root.setLevel(logging_state[1])
+    return subprocess.CompletedProcess(["sweeper", *args], code, out.getvalue(), err.getvalue())
+
+
+def _forget_stores() -> None:
+    """Finish every MLflow write of this process and drop the stores MLflow and sweeper
+    keep per URI string, so that a relative URI is opened afresh in the next folder."""
+    tracking = sys.modules.get("sweeper.tracking.mlflow")
+    if tracking is not None:
+        tracking._drain_all_writers()
+        tracking._shared.clear()
+    if "mlflow" in sys.modules:
+        from mlflow.tracking._model_registry.registry import ModelRegistryStoreRegistry
+        from mlflow.tracking._tracking_service.registry import TrackingStoreRegistry
+
+        TrackingStoreRegistry._get_store_with_resolved_uri.cache_clear()
+        ModelRegistryStoreRegistry._get_store_with_resolved_uri.cache_clear()
+        for name in ("mlflow.store.tracking.sqlalchemy_store", "mlflow.store.model_registry.sqlalchemy_store",
+                     "mlflow.store.jobs.sqlalchemy_store"):
+            store = getattr(sys.modules.get(name), "SqlAlchemyStore", None)
+            engines = getattr(store, "_engine_map", None)
+            if engines:  # engines by URI string: a relative sqlite:/// path is the first folder's
+                for engine in engines.values():
+                    engine.dispose()
+                engines.clear()
+
+
 def compose_train(overrides: Sequence[str] = (), config_name: str = "train") -> DictConfig:
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         return compose(config_name=config_name, overrides=list(overrides))
@@ -51,9 +127,13 @@ def make_cfg(tmp_path: Path, tracking_uri: str) -> Callable[..., DictConfig]:
 
 @pytest.fixture
 def run_cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
-    """Run ``python -m sweeper ARGS`` in ``tmp_path`` (a fresh working directory)."""
+    """Run ``sweeper ARGS`` in ``tmp_path`` (a fresh working directory): in this process
+    (:func:`in_process`), or with ``fresh=True`` as ``python -m sweeper`` in a new one."""
 
-    def run(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    def run(*args: str, cwd: Path | None = None, timeout: float = 300,
+            fresh: bool = False) -> subprocess.CompletedProcess[str]:
+        if not fresh:
+            return in_process(cwd or tmp_path, *args)
         env = {**os.environ, "PYTHONWARNINGS": "ignore"}
         env.pop("SWEEPER_DDP_CONFIG", None)
         return subprocess.run(
@@ -80,8 +160,11 @@ def mlflow_runs(uri: str, experiment: str = "sweeper") -> list:
     return sorted(runs, key=lambda r: r.info.start_time)
 
 
-def cli(cwd: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m sweeper ARGS`` in ``cwd``."""
+def cli(cwd: Path, *args: str, timeout: float = 600, fresh: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run ``sweeper ARGS`` in ``cwd``: in this process (:func:`in_process`), or with
+    ``fresh=True`` as ``python -m sweeper`` in a new one."""
+    if not fresh:
+        return in_process(cwd, *args)
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     env.pop("SWEEPER_DDP_CONFIG", None)
     return subprocess.run([sys.executable, "-m", "sweeper", *args], cwd=cwd, env=env,

@@ -28,7 +28,7 @@ def test_the_sweep_yaml_has_the_tables_keys_and_defaults():
     shipped = _leaves(yaml.safe_load((ROOT / "conf" / "sweep.yaml").read_text())["search"])
     groups = {"sampler", "pruner", "params", "launcher"}  # config groups, chosen in the defaults list
     assert set(shipped) == set(SEARCH.settings) - groups
-    assert {k: v for k, v in shipped.items()} == {k: SEARCH[k].default for k in shipped}
+    assert shipped == {k: SEARCH[k].default for k in shipped}
 
 
 @pytest.mark.parametrize("launcher", ["local", "slurm", "kubernetes"])

@@ -14,7 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from tests.conftest import mlflow_runs
+from tests.conftest import in_process, mlflow_runs
 
 pytestmark = pytest.mark.integration
 
@@ -25,10 +25,9 @@ PRUNE_ALL = ["search/pruner=none", "search.pruner._target_=optuna.pruners.Thresh
 
 
 def sweep(cwd: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    env.pop("SWEEPER_DDP_CONFIG", None)
-    return subprocess.run([sys.executable, "-m", "sweeper", "sweep", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    """``sweeper sweep ARGS`` in ``cwd``, coordinated from this process (its workers, when
+    there are several, are processes of their own)."""
+    return in_process(cwd, "sweep", *args)
 
 
 def load_study(cwd: Path, name: str = "default") -> optuna.Study:

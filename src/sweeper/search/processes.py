@@ -22,7 +22,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TextIO
 
 TICK_S = 1.0  # how often the coordinator redraws progress
 POLL_S = 0.05  # how often it looks for ended workers
@@ -119,6 +119,75 @@ def worker_envs(workers: int, accelerator: str, threads: int, devices_per_trial:
     return envs
 
 
+def _console() -> TextIO:
+    """Where the progress line goes while this process's own stdout and stderr go to a
+    log: a copy of stderr's file descriptor (or stderr itself when it has none)."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        return sys.stderr
+    return os.fdopen(os.dup(fd), "w", buffering=1, encoding="utf-8", errors="replace")
+
+
+class InlineWorker:
+    """The one worker of a ``search.workers=1`` sweep, run in the coordinator's own
+    process: no second interpreter and no second copy of torch, Lightning and MLflow (the
+    coordinator loaded them for its checks), no pipe. Its output goes to
+    ``worker_0.log`` and each trial's to its ``trial.log``, as a worker process's would;
+    the progress line, redrawn from another thread, stays on the terminal
+    (:attr:`console`). Ctrl-C and SIGTERM reach the trial directly: it is marked and the
+    worker returns the interrupt's exit code."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.started = False
+        self.console = _console()
+        self._plan: tuple[Path, Path, str, list[str]] | None = None
+
+    def go(self, plan_file: Path, study_dir: Path, storage_url: str, overrides: list[str]) -> None:
+        self._plan = (plan_file, study_dir, storage_url, overrides)
+        self.started = True
+
+    def wait(self, tick: Callable[[], None]) -> tuple[list[int | None], bool]:
+        import threading
+
+        from sweeper.search.plan import SweepPlan
+        from sweeper.search.worker import run_inline
+        from sweeper.signals import EXIT_CTRL_C, EXIT_SIGTERM
+
+        assert self._plan is not None
+        plan_file, study_dir, storage_url, overrides = self._plan
+        plan = SweepPlan.load(plan_file)
+        plan.storage, plan.overrides = storage_url, overrides  # the file holds them without passwords
+        stop = threading.Event()
+
+        def redraw() -> None:
+            while not stop.wait(TICK_S):
+                with contextlib.suppress(Exception):  # a storage read racing a write: next tick
+                    tick()
+
+        saved = {k: os.environ.get(k) for k in self.env}
+        os.environ.update(self.env)  # CUDA_VISIBLE_DEVICES, thread counts
+        thread = threading.Thread(target=redraw, name="sweeper-progress", daemon=True)
+        thread.start()
+        try:
+            code = run_inline(plan, study_dir / "worker_0.log")
+        finally:
+            stop.set()
+            thread.join()
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+        return [code], code in (EXIT_CTRL_C, EXIT_SIGTERM)
+
+    def close(self) -> None:
+        if self.console is not sys.stderr:
+            with contextlib.suppress(OSError):
+                self.console.close()
+
+
 class WorkerPool:
     """``search.workers`` processes of ``sweeper _worker``, started before the plan exists.
 
@@ -131,6 +200,7 @@ class WorkerPool:
         self._tmp = Path(tempfile.mkdtemp(prefix="sweeper-workers-"))
         self.procs: list[subprocess.Popen[bytes]] = []
         self._early: list[IO[bytes]] = []
+        self.console = sys.stderr
         for index, extra in enumerate(envs):
             early = open(self._tmp / f"worker_{index}.log", "w+b")  # noqa: SIM115 - closed in close()
             self._early.append(early)

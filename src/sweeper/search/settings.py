@@ -141,6 +141,7 @@ class SearchSettings:
     study_name: str = "sweep"
     storage: str | None = None
     workers: int = 1
+    worker_process: bool = False  # a single worker in a process of its own
     threads: int | None = None
     seed: int | None = 0
     max_failure_rate: float = 0.5
@@ -222,7 +223,11 @@ SEARCH = Table("search.", [
             "several machines](#workers-and-several-machines)), `mysql://…`, `sqlite:///optuna.db`, a "
             "`.journal` path", wanted="a storage URL", valid=lambda v: isinstance(v, str) and bool(v),
             null="the journal file `outputs/sweeps/<study>/optuna.journal`"),
-    Setting("workers", "int", 1, "worker processes on this machine", low=1, example="search.workers=2"),
+    Setting("workers", "int", 1, "workers on this machine: one runs in the command's own process, more are "
+            "processes of their own", low=1, example="search.workers=2"),
+    Setting("worker_process", "bool", False, "run even a single worker in a process of its own (a trial "
+            "that crashes the interpreter, or a kill -9 of it, then leaves the command to mark the trial)",
+            example="search.worker_process=true"),
     Setting("threads", "int", None, "torch/OpenMP threads per worker", low=1,
             null="cores ÷ workers, or 1 when other work is running as the sweep starts (see [Workers and "
             "several machines](#workers-and-several-machines))", example="search.threads=1"),
@@ -339,6 +344,7 @@ def parse_settings(
         study_name=v["study_name"],
         storage=v["storage"],
         workers=v["workers"],
+        worker_process=v["worker_process"],
         threads=v["threads"],
         seed=v["seed"],
         max_failure_rate=float(v["max_failure_rate"]),

@@ -28,7 +28,7 @@ from sweeper.search.control import enqueue_points, stop_reason
 from sweeper.search.finish import StudyEnd, finish, report_finished
 from sweeper.search.launch import trial_devices
 from sweeper.search.plan import SweepPlan
-from sweeper.search.processes import WorkerPool, worker_envs, worker_threads
+from sweeper.search.processes import InlineWorker, WorkerPool, worker_envs, worker_threads
 from sweeper.search.progress import Progress, say
 from sweeper.search.records import FINISHED_ATTR, FINISHED_DONE_ATTR, TARGET_ATTR, study_folder
 from sweeper.search.settings import SearchSettings, parse_settings
@@ -87,6 +87,12 @@ def _ended(code: int) -> str:
     return f"exit code {code}"
 
 
+def _ddp_trials(trainer: Any) -> bool:
+    """Trials that train on several devices (DDP): Lightning starts their ranks by running
+    the worker's command line again, so the worker is a process of its own."""
+    return trial_devices(trainer) > 1 or "ddp" in str(trainer.get("strategy", ""))
+
+
 def run_sweep(
     cfg: DictConfig, choices: dict[str, str], overrides: list[str], sources: list[dict[str, str]],
     argv: list[str] | None = None, dry_run: bool = False, end: StudyEnd | None = None,
@@ -132,9 +138,14 @@ def run_sweep(
     accelerator = str(cfg.trainer.accelerator)
     threads = worker_threads(settings.workers, settings.threads)
     envs = worker_envs(settings.workers, accelerator, threads, trial_devices(cfg.trainer))
-    pool = WorkerPool(envs, preload_tracking=bool(cfg.tracking.enabled),
-                      warm_up={"overrides": without_searchpath(overrides), "sources": sources,
-                               "tracking_store_exists": bool(cfg.tracking.enabled) and store_exists(cfg.tracking.uri)})
+    pool: WorkerPool | InlineWorker
+    if settings.workers == 1 and not settings.worker_process and not _ddp_trials(cfg.trainer):
+        pool = InlineWorker(envs[0])  # one process for the whole sweep
+    else:
+        pool = WorkerPool(envs, preload_tracking=bool(cfg.tracking.enabled),
+                          warm_up={"overrides": without_searchpath(overrides), "sources": sources,
+                                   "tracking_store_exists": bool(cfg.tracking.enabled)
+                                   and store_exists(cfg.tracking.uri)})
     try:
         return _run_sweep(cfg, choices, overrides, sources, settings, pool, threads, argv or [], end)
     finally:
@@ -143,7 +154,8 @@ def run_sweep(
 
 def _run_sweep(
     cfg: DictConfig, choices: dict[str, str], overrides: list[str], sources: list[dict[str, str]],
-    settings: SearchSettings, pool: WorkerPool | None, threads: int, argv: list[str], end: StudyEnd | None,
+    settings: SearchSettings, pool: WorkerPool | InlineWorker | None, threads: int, argv: list[str],
+    end: StudyEnd | None,
     early: Any = None,
 ) -> int:
     space, base, n_trials, points = checked(cfg, overrides, settings, devices=pool is not None)
@@ -226,7 +238,7 @@ def _run_sweep(
     say(f"study '{settings.study_name}': {n_trials} trials, {settings.workers} worker(s) "
          f"x {threads} thread(s), "
          f"sampler {settings.sampler_name}, pruner {settings.pruner_name}; logs in {study_dir}")
-    progress = Progress(settings.study_name, n_trials, settings.workers, settings.metrics[0])
+    progress = Progress(settings.study_name, n_trials, settings.workers, settings.metrics[0], pool.console)
     codes: list[int | None]  # None: a worker that had not exited
     if done_before >= n_trials or stop:
         codes, interrupted = [0], False  # nothing left to run: report the finished study

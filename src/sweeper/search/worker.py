@@ -536,6 +536,29 @@ def _wait_for_plan(index: int) -> SweepPlan | None:
     return plan
 
 
+def run_inline(plan: SweepPlan, log_path: Path) -> int:
+    """The worker loop in this process: the coordinator's, when ``search.workers=1``
+    (:class:`~sweeper.search.processes.InlineWorker`). It needs no check that it composed
+    the coordinator's config: it is the coordinator. Output goes to ``log_path``, each
+    trial's to its own log; the torch thread count is put back afterwards."""
+    import torch
+
+    from sweeper.composition import config_context
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, plan.threads))
+    streams = sys.__stdout__, sys.__stderr__
+    try:
+        with output_to(log_path), contextlib.redirect_stdout(streams[0] or sys.stdout), \
+                contextlib.redirect_stderr(streams[1] or sys.stderr), config_context(plan.config_sources):
+            try:
+                return Worker(plan, 0).run()
+            except KeyboardInterrupt:
+                return exit_code()
+    finally:
+        torch.set_num_threads(before)
+
+
 def worker_main(plan_file: str, index: int, preload_tracking: bool = True) -> int:
     """Entry point of ``sweeper _worker PLAN INDEX`` (a process started by ``sweeper sweep``).
 
