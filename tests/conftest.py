@@ -36,11 +36,16 @@ def in_process(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     import contextlib
     import io
     import logging
+    import re
     import signal
     import warnings
 
     from sweeper import signals, trust
     from sweeper.cli import main
+
+    if any(re.fullmatch(r"trainer=ddp|trainer\.strategy=ddp\w*|trainer\.devices=([2-9]|\d\d+)", a) for a in args):
+        # Lightning starts DDP ranks by running this process's command line again
+        return cli(cwd, *args, fresh=True)
 
     out, err = io.StringIO(), io.StringIO()
     saved = (os.getcwd(), dict(os.environ), list(sys.path), list(sys.argv), set(trust._trusted),
