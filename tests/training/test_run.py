@@ -90,3 +90,33 @@ def test_missing_data_fails_before_any_run_is_created(make_cfg, tmp_path, tracki
     with pytest.raises(DataError):
         run_training(cfg, tmp_path / "out")
     assert mlflow_runs(tracking_uri) == []
+
+
+def test_lightnings_callback_entry_points_are_looked_up_once_and_each_trainer_gets_its_own(monkeypatch):
+    import pytorch_lightning as pl
+    from lightning_fabric.utilities import registry
+
+    from sweeper.training.quiet import look_up_callback_entry_points_once
+
+    class Marker(pl.Callback):
+        pass
+
+    class Factory:
+        name = "marker"
+
+        def load(self):
+            return lambda: [Marker()]
+
+    looked_up = []
+
+    def entry_points(**kwargs):
+        looked_up.append(kwargs)
+        return [Factory()] if kwargs.get("group") == "pytorch_lightning.callbacks_factory" else []
+
+    monkeypatch.setattr(registry, "entry_points", entry_points)
+    look_up_callback_entry_points_once()
+    trainers = [pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False,
+                           enable_checkpointing=False) for _ in range(3)]
+    assert looked_up == [{"group": "pytorch_lightning.callbacks_factory"}]  # once for three trainers
+    markers = [next(cb for cb in t.callbacks if isinstance(cb, Marker)) for t in trainers]
+    assert len({id(m) for m in markers}) == 3  # the factory still made each trainer its own

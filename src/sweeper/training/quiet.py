@@ -25,3 +25,32 @@ def quiet_lightning() -> None:
         warnings.filterwarnings("ignore", message=pattern)
     for package in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric"):
         logging.getLogger(f"{package}.utilities.rank_zero").setLevel(logging.WARNING)
+
+
+def look_up_callback_entry_points_once() -> None:
+    """Lightning looks up its ``callbacks_factory`` entry points for every new Trainer,
+    scanning every installed distribution (10-20 ms, once per trial); within one process
+    the installed packages do not change, so the lookup is made once. The factories are
+    still called for each Trainer: each gets callbacks of its own. Only packages already
+    loaded are touched."""
+    import sys
+
+    for name in ("lightning_fabric.utilities.registry", "lightning.fabric.utilities.registry"):
+        module = sys.modules.get(name)
+        if module is None:
+            continue
+        found = getattr(module, "entry_points", None)
+        if found is None or getattr(found, "_sweeper_once", False):
+            continue
+        seen: dict[tuple[tuple[str, str], ...], object] = {}
+
+        def once(*args: object, _find: object = found, _seen: dict = seen, **kwargs: str) -> object:
+            if args:  # not the keyword form Lightning uses: ask each time
+                return _find(*args, **kwargs)  # type: ignore[operator]
+            key = tuple(sorted(kwargs.items()))
+            if key not in _seen:
+                _seen[key] = tuple(_find(**kwargs))  # type: ignore[operator]
+            return _seen[key]
+
+        once._sweeper_once = True  # type: ignore[attr-defined]
+        module.entry_points = once

@@ -26,7 +26,7 @@ from sweeper.lightning_packages import adopt, class_path, fabric, load, rebase
 from sweeper.paths import DDP_CONFIG_ENV, project_dir
 from sweeper.training.build import build_datamodule, build_module, instantiate, lightning_package
 from sweeper.training.lifecycle import lived, start_run
-from sweeper.training.quiet import quiet_lightning
+from sweeper.training.quiet import look_up_callback_entry_points_once, quiet_lightning
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +169,7 @@ def run_training(
     # package is the one the user's classes use (sweeper's adapt to it)
     package = lightning_package(cfg)
     pl = load(package)
+    look_up_callback_entry_points_once()
     callbacks = [adopt(cb, package) for cb in callbacks]
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
