@@ -34,6 +34,7 @@ def in_process(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     command changes in this process is put back: working directory, environment, import
     path and the user's modules, signal handlers, trust, logging, warnings."""
     import contextlib
+    import importlib
     import io
     import logging
     import re
@@ -54,6 +55,7 @@ def in_process(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     root = logging.getLogger()
     logging_state = (list(root.handlers), root.level)
     _forget_stores()  # a relative store URI (sqlite:///mlflow.db) means this cwd's file
+    importlib.invalidate_caches()  # a project's modules written a moment ago are found
     try:
         os.chdir(cwd)
         os.environ.pop("SWEEPER_DDP_CONFIG", None)
@@ -73,9 +75,10 @@ def in_process(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
         trust._trusted.clear()
         trust._trusted.update(saved[4])
         signals._received[:] = saved[5]
-        here = str(Path(cwd).resolve())
-        for name in set(sys.modules) - saved[6]:  # the user's own modules, imported from cwd
-            if str(getattr(sys.modules[name], "__file__", None) or "").startswith(here):
+        kept = (sys.prefix, sys.base_prefix, str(REPO))  # the libraries', sweeper's and the tests' own
+        for name in set(sys.modules) - saved[6]:  # a user project's modules, from its folder
+            where = str(getattr(sys.modules[name], "__file__", None) or "")
+            if where and not where.startswith(kept):
                 del sys.modules[name]
         for number, handler in handlers.items():
             signal.signal(number, handler)
