@@ -58,7 +58,8 @@ def in_process(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     importlib.invalidate_caches()  # a project's modules written a moment ago are found
     try:
         os.chdir(cwd)
-        os.environ.pop("SWEEPER_DDP_CONFIG", None)
+        for name in ("SWEEPER_DDP_CONFIG", "SWEEPER_PROJECT_DIR"):  # a fresh command has neither
+            os.environ.pop(name, None)
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:

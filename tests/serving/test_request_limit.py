@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from sweeper.cli import main
 from sweeper.serving.app import BodyLimit, limit_bytes
 from sweeper.serving.serve import MAX_REQUEST_ENV, max_request_mb
+from tests.conftest import in_process
 
 
 def test_the_limit_comes_from_the_flag_then_the_environment_then_the_default(monkeypatch):
@@ -28,17 +28,14 @@ def test_the_limit_comes_from_the_flag_then_the_environment_then_the_default(mon
     ([], "lots", f"{MAX_REQUEST_ENV}='lots': give a positive number of MB"),
     ([], "0", f"{MAX_REQUEST_ENV}='0': give a positive number of MB"),
 ])
-def test_a_bad_limit_is_refused_in_one_line_before_any_store_is_read(tmp_path, monkeypatch, capsys,
-                                                                     argv, env, named):
-    monkeypatch.chdir(tmp_path)
+def test_a_bad_limit_is_refused_in_one_line_before_any_store_is_read(tmp_path, monkeypatch, argv, env, named):
     if env is None:
         monkeypatch.delenv(MAX_REQUEST_ENV, raising=False)
     else:
         monkeypatch.setenv(MAX_REQUEST_ENV, env)
-    code = main(["serve", "digits", "--tracking-uri", f"sqlite:///{tmp_path}/nosuch.db", *argv])
-    err = capsys.readouterr().err
-    assert code == 2
-    assert err.strip().splitlines() == [f"sweeper: error: {named}, e.g. 5"]
+    out = in_process(tmp_path, "serve", "digits", "--tracking-uri", f"sqlite:///{tmp_path}/nosuch.db", *argv)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [f"sweeper: error: {named}, e.g. 5"]
     assert list(tmp_path.iterdir()) == []  # no store was opened or created
 
 
