@@ -55,6 +55,7 @@ def in_process(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     root = logging.getLogger()
     logging_state = (list(root.handlers), root.level)
     _forget_stores()  # a relative store URI (sqlite:///mlflow.db) means this cwd's file
+    _forget_project_modules(set())  # another test's project may have had a module of the same name
     importlib.invalidate_caches()  # a project's modules written a moment ago are found
     try:
         os.chdir(cwd)
@@ -76,16 +77,22 @@ def in_process(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
         trust._trusted.clear()
         trust._trusted.update(saved[4])
         signals._received[:] = saved[5]
-        kept = (sys.prefix, sys.base_prefix, str(REPO))  # the libraries', sweeper's and the tests' own
-        for name in set(sys.modules) - saved[6]:  # a user project's modules, from its folder
-            where = str(getattr(sys.modules[name], "__file__", None) or "")
-            if where and not where.startswith(kept):
-                del sys.modules[name]
+        _forget_project_modules(saved[6])
         for number, handler in handlers.items():
             signal.signal(number, handler)
         root.handlers[:] = logging_state[0]
         root.setLevel(logging_state[1])
     return subprocess.CompletedProcess(["sweeper", *args], code, out.getvalue(), err.getvalue())
+
+
+def _forget_project_modules(keep: set[str]) -> None:
+    """Drop the modules (but those in ``keep``) that come from neither the libraries,
+    sweeper nor the tests: a user project's, imported from its folder."""
+    kept = (sys.prefix, sys.base_prefix, str(REPO))
+    for name in set(sys.modules) - keep:
+        where = str(getattr(sys.modules.get(name), "__file__", None) or "")
+        if where and not where.startswith(kept):
+            del sys.modules[name]
 
 
 def _forget_stores() -> None:
@@ -190,6 +197,21 @@ def recorded(tmp_path_factory) -> Path:
                   "search/pruner=none")
         assert out.returncode == 0, out.stderr + out.stdout
     return cwd
+
+
+@pytest.fixture(autouse=True)
+def _signals_as_they_were():
+    """A test leaves Ctrl-C and SIGTERM as it found them: Lightning ignores SIGINT once it
+    has handled a KeyboardInterrupt, and a child process started later would inherit
+    that and never stop on Ctrl-C."""
+    import signal
+
+    numbers = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
+    before = {n: signal.getsignal(n) for n in numbers}
+    yield
+    for number, handler in before.items():
+        if signal.getsignal(number) is not handler:
+            signal.signal(number, handler)
 
 
 @pytest.fixture(autouse=True)
