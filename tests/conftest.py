@@ -199,6 +199,46 @@ def recorded(tmp_path_factory) -> Path:
     return cwd
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_migrated_mlflow_schema(tmp_path_factory):
+    """A new SQLite MLflow store made in this process is a copy of one migrated once per
+    session, instead of a second of MLflow's migrations each time. A command run as a
+    process of its own (a worker, ``cli(..., fresh=True)``) migrates as a user's does."""
+    import sqlite3
+
+    template = tmp_path_factory.mktemp("mlflow-schema") / "mlflow.db"
+    patched: list[tuple[object, object]] = []
+
+    def install() -> None:
+        import mlflow.store.db.utils as db_utils
+        import mlflow.store.model_registry.sqlalchemy_store as registry_store
+        from mlflow.tracking import MlflowClient
+
+        MlflowClient(tracking_uri=f"sqlite:///{template}").search_experiments()  # migrated here, once
+        migrate = db_utils._initialize_tables
+
+        def initialize(engine):  # type: ignore[no-untyped-def]
+            path = engine.url.database
+            if engine.url.get_backend_name() != "sqlite" or not path or path == ":memory:":
+                return migrate(engine)
+            source, target = sqlite3.connect(template), sqlite3.connect(path)
+            try:
+                source.backup(target)  # SQLite's own copy, safe beside the engine's open connection
+            finally:
+                source.close()
+                target.close()
+            return None
+
+        for module in (db_utils, registry_store):
+            patched.append((module, module._initialize_tables))
+            module._initialize_tables = initialize
+
+    install()
+    yield
+    for module, original in patched:
+        module._initialize_tables = original
+
+
 @pytest.fixture(autouse=True)
 def _signals_as_they_were():
     """A test leaves Ctrl-C and SIGTERM as it found them: Lightning ignores SIGINT once it
@@ -242,11 +282,13 @@ def postgres_server():
 
 # Markers that imply a real process, server or cluster: such a test is an integration
 # test whatever its author marked, so `-m "not integration"` (the fast stage) never runs it.
-_IMPLY_INTEGRATION = ("slow", "ddp", "postgres", "slurm", "browser")
+_IMPLY_INTEGRATION = ("slow", "ddp", "postgres", "slurm", "browser", "processes")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
+        if item.get_closest_marker("ddp") and item.get_closest_marker("processes") is None:
+            item.add_marker(pytest.mark.processes)  # DDP ranks are processes of their own
         if any(item.get_closest_marker(name) for name in _IMPLY_INTEGRATION) \
                 and item.get_closest_marker("integration") is None:
             item.add_marker(pytest.mark.integration)

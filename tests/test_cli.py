@@ -119,6 +119,7 @@ def _has_metric(db: Path, key: str) -> bool:
         return False
 
 
+@pytest.mark.processes
 def test_ctrl_c_ends_the_run_killed_not_running(tmp_path):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     proc = subprocess.Popen(

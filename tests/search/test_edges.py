@@ -90,6 +90,7 @@ def test_a_finished_study_run_again_leaves_both_stores_byte_for_byte(tmp_path, s
     assert (_digest(optuna_store), _digest(tmp_path / "mlflow.db")) == before
 
 
+@pytest.mark.processes
 def test_shuffled_choices_are_one_space_for_every_worker_and_every_resume(tmp_path):
     space = ['search.params.data.batch_size="shuffle(16, 32, 64, 128)"',
              "search.params.optimizer.lr={type:float,low:0.001,high:0.1,log:true}"]
@@ -110,6 +111,7 @@ def _workers(proc: subprocess.Popen[str]) -> list[psutil.Process]:
     return [c for c in psutil.Process(proc.pid).children() if "_worker" in " ".join(c.cmdline())]
 
 
+@pytest.mark.processes
 def test_a_study_completed_by_the_other_worker_is_complete_though_one_was_killed(tmp_path):
     registered = [a for a in FAST if not a.startswith("search.register_model")] + ["search.register_model=true"]
     proc = _start(tmp_path, [*registered, "trainer.max_epochs=3", "search.n_trials=6", "search.workers=2",
@@ -156,6 +158,7 @@ def test_a_study_completed_by_the_other_worker_is_complete_though_one_was_killed
     assert parent.data.tags["registered_model"] == "default/1"
 
 
+@pytest.mark.processes
 def test_a_signal_between_claiming_a_trial_and_training_it_interrupts_it(tmp_path):
     proc = _start(tmp_path, [*FAST, "search.n_trials=2"], SWEEPER_TEST_COMPOSE_DELAY="30",
                   SWEEPER_TEST_EPOCH_DELAY="0")

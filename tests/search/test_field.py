@@ -40,6 +40,7 @@ def _nothing_running(cwd: Path) -> None:
     assert parents and all(r.info.status != "RUNNING" for r in parents + children)
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("target", [pytest.param("coordinator", marks=pytest.mark.slow), "group"])
 def test_sigterm_ends_the_sweep_like_ctrl_c_with_exit_143(tmp_path, target):
     """SLURM, Kubernetes and systemd send SIGTERM, to the main process or to the group."""

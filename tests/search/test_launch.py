@@ -84,6 +84,7 @@ def test_a_refused_launch_creates_nothing(tmp_path):
     assert not (tmp_path / "outputs").exists()
 
 
+@pytest.mark.processes
 def test_a_job_runs_the_sweep_through_submitit(tmp_path):
     submitit = pytest.importorskip("submitit")
     journal = tmp_path / "study.journal"
@@ -102,6 +103,7 @@ def test_a_job_runs_the_sweep_through_submitit(tmp_path):
     assert len(hosts) == 1 and hosts.pop().endswith("_0")  # the job's own identity
 
 
+@pytest.mark.processes
 def test_the_kubernetes_job_is_valid_and_one_pods_command_joins_the_study(tmp_path):
     kubernetes = pytest.importorskip("kubernetes")
     journal = tmp_path / "shared" / "study.journal"

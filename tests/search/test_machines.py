@@ -146,6 +146,7 @@ def test_three_machines_start_at_once_and_one_is_killed_mid_trial(postgres_serve
             assert PASSWORD not in value
 
 
+@pytest.mark.processes
 def test_machines_started_at_the_same_instant_never_repeat_each_other(postgres_server, tmp_path):
     """What every SLURM array does: the same command on several machines at one instant.
     Each worker samples its own stream, and no point is trained twice."""

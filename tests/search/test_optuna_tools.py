@@ -68,6 +68,7 @@ def _dashboard_study(command: str, cwd: Path, **extra: str) -> dict:
         proc.wait(timeout=30)
 
 
+@pytest.mark.processes  # the real optuna and optuna-dashboard commands
 def test_the_printed_optuna_commands_work_as_printed(tmp_path):
     out = cli(tmp_path, "sweep", "model=mlp", "trainer.accelerator=cpu", "trainer.max_epochs=1", "tracking=none",
               "search.n_trials=2", "search/pruner=none", "search.register_model=false", "search.study_name=tools")
@@ -99,6 +100,7 @@ def test_storage_strings_for_optuna_drop_the_password_and_the_journal_prefix(tmp
 
 
 @pytest.mark.postgres
+@pytest.mark.processes  # the real optuna and optuna-dashboard commands
 def test_the_printed_commands_read_a_postgresql_study(tmp_path, postgres_server):
     url = postgres_server.url(postgres_server.new_database())
     out = cli(tmp_path, "sweep", "model=mlp", "trainer.accelerator=cpu", "trainer.max_epochs=1", "tracking=none",

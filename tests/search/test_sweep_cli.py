@@ -97,6 +97,7 @@ def test_pruned_trials_are_pruned_in_optuna_and_mlflow(tmp_path):
     assert "3 pruned" in out.stderr
 
 
+@pytest.mark.processes
 def test_two_workers_share_one_study_exactly(tmp_path):
     out = sweep(tmp_path, *FAST, "search.n_trials=6", "search.workers=2", "search/pruner=none")
     assert out.returncode == 0, out.stderr + out.stdout

@@ -159,6 +159,7 @@ def test_evaluate_refuses_a_recorded_config_that_names_code(registered, tmp_path
     assert not marker.exists()
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
 def test_sweeper_serve_answers_over_http_and_stops_cleanly(registered, stop):
     port = _free_port()
