@@ -75,7 +75,8 @@ def test_sigterm_ends_the_sweep_like_ctrl_c_with_exit_143(tmp_path, target):
 
 @pytest.mark.slow
 def test_a_worker_whose_coordinator_was_killed_marks_its_trial(tmp_path):
-    proc = _start(tmp_path, LONG)
+    # a worker of its own: a single worker otherwise runs in the coordinator's process
+    proc = _start(tmp_path, [*LONG, "search.worker_process=true"])
     try:
         _wait_for_running_trial(tmp_path)
         proc.send_signal(signal.SIGKILL)  # the coordinator only: its workers get SIGTERM

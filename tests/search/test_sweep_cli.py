@@ -262,3 +262,24 @@ def test_bad_input_is_one_line_exit_2_and_creates_nothing(tmp_path, args, key):
     assert "Traceback" not in out.stderr + out.stdout
     assert not (tmp_path / "outputs" / "sweeps" / "default").exists()
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_single_worker_runs_in_the_commands_own_process_unless_asked_for_one_of_its_own(tmp_path):
+    """One worker needs no second interpreter (nor a second copy of torch and Lightning);
+    search.worker_process=true gives it a process of its own."""
+    inline, separate = tmp_path / "inline", tmp_path / "separate"
+    inline.mkdir()
+    separate.mkdir()
+    out = sweep(inline, *FAST, "search.n_trials=1", "search/pruner=none")
+    assert out.returncode == 0, out.stderr + out.stdout
+    out = sweep(separate, *FAST, "search.n_trials=1", "search/pruner=none", "search.worker_process=true")
+    assert out.returncode == 0, out.stderr + out.stdout
+
+    def worker_pid(cwd: Path) -> int:
+        (trial,) = load_study(cwd).trials
+        return int(str(trial.user_attrs["sweeper.worker"]).split(":")[1])
+
+    assert worker_pid(inline) == os.getpid()  # the command ran in this (the test's) process
+    assert worker_pid(separate) != os.getpid()
+    for cwd in (inline, separate):  # either way the trial's output is in its log, not on the terminal
+        assert (cwd / "outputs" / "sweeps" / "default" / "trial_0000" / "trial.log").is_file()
