@@ -52,6 +52,7 @@ def test_a_dry_run_of_a_recorded_study_reads_it_and_writes_nothing(recorded):
               "search/pruner=none")
     assert out.returncode == 0, out.stderr + out.stdout
     assert "study 'alpha' exists, would resume: 3 of 5 trials finished" in out.stdout
+    assert "workers:   1 worker in this command's process x" in out.stdout
     # a change that makes the trials incomparable is refused, as the sweep would
     out = cli(recorded, "sweep", "--dry-run", *COMMON, "search.study_name=alpha", "search.n_trials=5",
               "search/pruner=none", "trainer.max_epochs=3")

@@ -18,7 +18,8 @@ from sweeper.config import as_dict, without_password
 from sweeper.errors import SweeperError
 from sweeper.reports.tables import table
 from sweeper.search.checks import checked
-from sweeper.search.processes import worker_threads
+from sweeper.search.launch import trial_devices
+from sweeper.search.processes import runs_inline, worker_threads
 from sweeper.search.progress import say
 from sweeper.search.records import FINISHED_ATTR, study_folder
 from sweeper.search.settings import SearchSettings
@@ -79,7 +80,9 @@ def dry_run(cfg: DictConfig, overrides: list[str], settings: SearchSettings, arg
             "(nothing submitted)")
     else:
         threads = worker_threads(settings.workers, settings.threads)
-        say(f"workers:   {settings.workers} worker process(es) x {threads} torch thread(s) on "
+        inline = runs_inline(settings.workers, settings.worker_process, trial_devices(cfg.trainer), cfg.trainer)
+        who = "1 worker in this command's process" if inline else f"{settings.workers} worker process(es)"
+        say(f"workers:   {who} x {threads} torch thread(s) on "
             f"{cfg.trainer.accelerator}, {cfg.trainer.devices} device(s) per trial")
     if existing is None:
         say(f"optuna:    {without_password(storage_url)}: a new study '{settings.study_name}' would be created")

@@ -119,6 +119,14 @@ def worker_envs(workers: int, accelerator: str, threads: int, devices_per_trial:
     return envs
 
 
+def runs_inline(workers: int, worker_process: bool, devices_per_trial: int, trainer: Any) -> bool:
+    """Whether the sweep's one worker runs in the command's own process: one worker, not
+    asked for a process of its own, and trials on one device (Lightning starts DDP ranks
+    by running the worker's command line again, so a DDP trial's worker is a process)."""
+    ddp = devices_per_trial > 1 or "ddp" in str(trainer.get("strategy", ""))
+    return workers == 1 and not worker_process and not ddp
+
+
 def _console() -> TextIO:
     """Where the progress line goes while this process's own stdout and stderr go to a
     log: a copy of stderr's file descriptor (or stderr itself when it has none)."""

@@ -28,7 +28,7 @@ from sweeper.search.control import enqueue_points, stop_reason
 from sweeper.search.finish import StudyEnd, finish, report_finished
 from sweeper.search.launch import trial_devices
 from sweeper.search.plan import SweepPlan
-from sweeper.search.processes import InlineWorker, WorkerPool, worker_envs, worker_threads
+from sweeper.search.processes import InlineWorker, WorkerPool, runs_inline, worker_envs, worker_threads
 from sweeper.search.progress import Progress, say
 from sweeper.search.records import FINISHED_ATTR, FINISHED_DONE_ATTR, TARGET_ATTR, study_folder
 from sweeper.search.settings import SearchSettings, parse_settings
@@ -87,12 +87,6 @@ def _ended(code: int) -> str:
     return f"exit code {code}"
 
 
-def _ddp_trials(trainer: Any) -> bool:
-    """Trials that train on several devices (DDP): Lightning starts their ranks by running
-    the worker's command line again, so the worker is a process of its own."""
-    return trial_devices(trainer) > 1 or "ddp" in str(trainer.get("strategy", ""))
-
-
 def run_sweep(
     cfg: DictConfig, choices: dict[str, str], overrides: list[str], sources: list[dict[str, str]],
     argv: list[str] | None = None, dry_run: bool = False, end: StudyEnd | None = None,
@@ -139,7 +133,7 @@ def run_sweep(
     threads = worker_threads(settings.workers, settings.threads)
     envs = worker_envs(settings.workers, accelerator, threads, trial_devices(cfg.trainer))
     pool: WorkerPool | InlineWorker
-    if settings.workers == 1 and not settings.worker_process and not _ddp_trials(cfg.trainer):
+    if runs_inline(settings.workers, settings.worker_process, trial_devices(cfg.trainer), cfg.trainer):
         pool = InlineWorker(envs[0])  # one process for the whole sweep
     else:
         pool = WorkerPool(envs, preload_tracking=bool(cfg.tracking.enabled),
