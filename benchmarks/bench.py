@@ -433,23 +433,27 @@ def bench_pruning(args: argparse.Namespace) -> None:
 
 
 def bench_workers(args: argparse.Namespace) -> None:
-    rows = []
-    per: dict[int, list[float]] = {1: [], 2: []}
+    """One worker in the command's process (the default), one worker in a process of its
+    own (search.worker_process=true), and two workers, alternating in one invocation."""
+    layouts = {"1 (in the command's process)": ["search.workers=1"],
+               "1 (a process of its own)": ["search.workers=1", "search.worker_process=true"],
+               "2": ["search.workers=2"]}
+    per: dict[str, list[float]] = {name: [] for name in layouts}
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(args.repeats):
-            for workers in (1, 2):
-                name = f"w{workers}-{rep}"
+            for i, (layout, extra) in enumerate(layouts.items()):
+                name = f"w{i}-{rep}"
                 _sweep_cli(Path(tmp), ["model=mlp", "trainer.max_epochs=10", f"search.n_trials={args.worker_trials}",
-                                       f"search.workers={workers}", f"search.study_name={name}",
+                                       *extra, f"search.study_name={name}",
                                        "search/pruner=none", "search.register_model=false", "tracking=none"])
                 trials = _study(Path(tmp), name).trials
                 first = min(t.datetime_start for t in trials)
                 last = max(t.datetime_complete for t in trials)
-                per[workers].append(len(trials) / ((last - first).total_seconds() / 60))
-    one, two = statistics.median(per[1]), statistics.median(per[2])
-    rows = [[1, one, 1.0], [2, two, two / one]]
+                per[layout].append(len(trials) / ((last - first).total_seconds() / 60))
+    one = statistics.median(per["1 (in the command's process)"])
+    rows = [[layout, statistics.median(v), statistics.median(v) / one] for layout, v in per.items()]
     table(f"Worker scaling: trials per minute (MLP on digits, 10 epochs, {args.worker_trials} trials, "
-          f"median of {args.repeats})", ["workers", "trials/min", "speed-up"], rows)
+          f"median of {args.repeats})", ["workers", "trials/min", "against one in the command's process"], rows)
 
 
 # ----------------------------------------------------------------------- startup
