@@ -460,24 +460,30 @@ def bench_workers(args: argparse.Namespace) -> None:
 
 
 def bench_startup(args: argparse.Namespace) -> None:
-    helps, firsts, done = [], [], []
+    """``--help``, and a one-trial sweep to its first trial asked and told, with the
+    single worker in the command's process and in a process of its own, alternating."""
+    helps: list[float] = []
+    layouts = {"one process": [], "a worker process": ["search.worker_process=true"]}
+    firsts: dict[str, list[float]] = {k: [] for k in layouts}
+    done: dict[str, list[float]] = {k: [] for k in layouts}
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(args.repeats):
             t = time.perf_counter()
             subprocess.run([*ENTRY_POINT, "--help"], capture_output=True, check=True)
             helps.append(time.perf_counter() - t)
-            name = f"s{rep}"
-            t0 = time.time()
-            _sweep_cli(Path(tmp), ["model=mlp", "trainer.max_epochs=1", "search.n_trials=1", "tracking=none",
-                                   f"search.study_name={name}", "search.register_model=false"])
-            trial = _study(Path(tmp), name).trials[0]
-            firsts.append(trial.datetime_start.timestamp() - t0)
-            done.append(trial.datetime_complete.timestamp() - t0)
-    table(f"Start-up (seconds, median of {args.repeats})", ["what", "seconds"],
-          [["sweeper --help", statistics.median(helps)],
-           ["sweeper sweep to the first trial asked of Optuna", statistics.median(firsts)],
-           ["sweeper sweep to the first trial told (1 epoch of the MLP; includes importing Lightning)",
-            statistics.median(done)]])
+            for i, (layout, extra) in enumerate(layouts.items()):
+                name = f"s{i}-{rep}"
+                t0 = time.time()
+                _sweep_cli(Path(tmp), ["model=mlp", "trainer.max_epochs=1", "search.n_trials=1", "tracking=none",
+                                       f"search.study_name={name}", "search.register_model=false", *extra])
+                trial = _study(Path(tmp), name).trials[0]
+                firsts[layout].append(trial.datetime_start.timestamp() - t0)
+                done[layout].append(trial.datetime_complete.timestamp() - t0)
+    rows = [["sweeper --help", statistics.median(helps)]]
+    for layout in layouts:
+        rows += [[f"sweeper sweep to the first trial asked of Optuna ({layout})", statistics.median(firsts[layout])],
+                 [f"sweeper sweep to the first trial told, 1 MLP epoch ({layout})", statistics.median(done[layout])]]
+    table(f"Start-up (seconds, median of {args.repeats})", ["what", "seconds"], rows)
 
 
 REFUSALS = [
