@@ -17,9 +17,10 @@ def test(config_file: Path, checkpoint: str, folder: Path) -> Any:
 
 
 def register(tracking_uri: str, run_id: str, evaluation: Any, name: str) -> tuple[str, str]:
-    from sweeper.serving.package import inputs_note, model_spec, register
+    from sweeper.serving.package import inputs_note, model_spec
+    from sweeper.serving.package import register as register_version
 
-    version = register(tracking_uri, run_id, evaluation.module, evaluation.datamodule, name)
+    version = register_version(tracking_uri, run_id, evaluation.module, evaluation.datamodule, name)
     return version, inputs_note(model_spec(evaluation.module, evaluation.datamodule))
 
 

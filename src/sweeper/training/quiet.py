@@ -45,7 +45,7 @@ def look_up_callback_entry_points_once() -> None:
         seen: dict[tuple[tuple[str, str], ...], object] = {}
 
         def once(*args: object, _find: object = found, _seen: dict = seen, **kwargs: str) -> object:
-            if args:  # not the keyword form Lightning uses: ask each time
+            if args or not kwargs:  # not the entry_points(group=...) form Lightning uses: ask each time
                 return _find(*args, **kwargs)  # type: ignore[operator]
             key = tuple(sorted(kwargs.items()))
             if key not in _seen:
@@ -53,4 +53,4 @@ def look_up_callback_entry_points_once() -> None:
             return _seen[key]
 
         once._sweeper_once = True  # type: ignore[attr-defined]
-        module.entry_points = once
+        setattr(module, "entry_points", once)  # noqa: B010 - a module attribute mypy does not know
