@@ -41,6 +41,7 @@ from sweeper.search.trials import (
     recover_stale,
 )
 from sweeper.signals import EXIT_CTRL_C, EXIT_SIGTERM, interrupt_reason, terminated
+from sweeper.tracking.fresh_store import FreshStore, imports_ahead
 from sweeper.tracking.stores import store_exists
 
 log = logging.getLogger(__name__)
@@ -152,30 +153,39 @@ def _run_sweep(
     end: StudyEnd | None,
     early: Any = None,
 ) -> int:
-    space, base, n_trials, points = checked(cfg, overrides, settings, devices=pool is not None)
-    study_dir = study_folder(settings.study_name)
-    storage_url = settings.storage or default_storage(study_dir)
-    # Both stores were checked (check_basics) before either is written: a refused sweep
-    # leaves no folder, no study and no run behind (the corrected command then starts afresh).
-    if settings.storage is None:  # the journal goes there: the folder comes first
-        _writable(study_dir)
-        storage = open_storage(storage_url)
-    else:  # a bad URL must not leave a folder behind
-        storage = open_storage(storage_url)
-        _writable(study_dir)
-    study = open_study(settings, storage, space, study_config(base, cfg.search, space))
-    trials = study.get_trials(deepcopy=False)
-    c = counts(trials)
-    stop = stop_reason(trials, settings)
-    if study.user_attrs.get(FINISHED_ATTR) and not c["RUNNING"] and (c["DONE"] >= n_trials or stop):
-        report_finished(study, settings, space, storage_url, n_trials, stop)
-        return 0  # a finished study: both stores stay as they are
+    # A new SQLite MLflow store's schema is made on another core while the checks
+    # import torch and Lightning; it appears only once they have passed.
+    fresh = FreshStore.start(str(cfg.tracking.uri)) if cfg.tracking.enabled and imports_ahead() else None
+    try:
+        space, base, n_trials, points = checked(cfg, overrides, settings, devices=pool is not None)
+        study_dir = study_folder(settings.study_name)
+        storage_url = settings.storage or default_storage(study_dir)
+        # Both stores were checked (check_basics) before either is written: a refused sweep
+        # leaves no folder, no study and no run behind (the corrected command then starts afresh).
+        if settings.storage is None:  # the journal goes there: the folder comes first
+            _writable(study_dir)
+            storage = open_storage(storage_url)
+        else:  # a bad URL must not leave a folder behind
+            storage = open_storage(storage_url)
+            _writable(study_dir)
+        study = open_study(settings, storage, space, study_config(base, cfg.search, space))
+        trials = study.get_trials(deepcopy=False)
+        c = counts(trials)
+        stop = stop_reason(trials, settings)
+        if study.user_attrs.get(FINISHED_ATTR) and not c["RUNNING"] and (c["DONE"] >= n_trials or stop):
+            report_finished(study, settings, space, storage_url, n_trials, stop)
+            return 0  # a finished study: both stores stay as they are
 
-    tracker = None
-    if cfg.tracking.enabled:
-        from sweeper.tracking.mlflow import MlflowTracker
+        tracker = None
+        if cfg.tracking.enabled:
+            from sweeper.tracking.mlflow import MlflowTracker
 
-        tracker = MlflowTracker(cfg.tracking.uri, cfg.tracking.experiment)
+            if fresh is not None:
+                fresh.place()
+            tracker = MlflowTracker(cfg.tracking.uri, cfg.tracking.experiment)
+    finally:
+        if fresh is not None:
+            fresh.discard()
 
     def mark_child(trial: Any) -> None:
         record_outcome(tracker, trial)
