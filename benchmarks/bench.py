@@ -347,6 +347,7 @@ PRUNERS: dict[str, list[str]] = {
     "none": ["search/pruner=none"],
     "median": ["search/pruner=median"],
     "median (warm-up 1)": ["search/pruner=median", "search.pruner.n_warmup_steps=1"],
+    "median (5 startup)": ["search/pruner=median", "search.pruner.n_startup_trials=5"],
     "percentile 25": ["search/pruner=median", "++search.pruner._target_=optuna.pruners.PercentilePruner",
                       "++search.pruner.percentile=25.0"],
     "patient median": ["search/pruner=none", "++search.pruner._target_=optuna.pruners.PatientPruner",
@@ -354,6 +355,7 @@ PRUNERS: dict[str, list[str]] = {
                        "n_startup_trials:5,n_warmup_steps:2}", "++search.pruner.patience=1"],
     "successive_halving": ["search/pruner=successive_halving"],
     "successive_halving (min 2)": ["search/pruner=successive_halving", "search.pruner.min_resource=2"],
+    "successive_halving (min 3)": ["search/pruner=successive_halving", "search.pruner.min_resource=3"],
     "hyperband": ["search/pruner=hyperband"],
 }
 

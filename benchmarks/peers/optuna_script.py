@@ -48,7 +48,7 @@ def main() -> None:
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment("peer-script")
     records = Records()
-    pruner = (optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
+    pruner = (optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2)
               if args.pruner == "median" else optuna.pruners.NopPruner())
     sampler = optuna.samplers.TPESampler(seed=SEED, n_startup_trials=5, multivariate=True, constant_liar=True)
     study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
